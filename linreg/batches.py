@@ -1,0 +1,82 @@
+"""Cutting a source into batches, and the cursor that records which rows are done.
+
+The cursor maps ``file_id`` to the number of leading rows of that file already trained on.
+Files are taken in ``file_id`` order; a batch may span files, so small files still make
+full batches, and files that appear later are picked up by the next plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from linreg.sources import DataFile
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rows ``[start, stop)`` of one file."""
+
+    data_file: DataFile
+    start: int
+    stop: int
+
+    @property
+    def n_rows(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """One training batch: consecutive segments holding at most ``batch_rows`` rows."""
+
+    segments: tuple[Segment, ...]
+
+    @property
+    def n_rows(self) -> int:
+        return sum(segment.n_rows for segment in self.segments)
+
+    def describe(self) -> str:
+        return ", ".join(
+            f"{segment.data_file.file_id}[{segment.start}:{segment.stop}]"
+            for segment in self.segments
+        )
+
+
+def plan_batches(
+    files: Sequence[DataFile],
+    cursor: Mapping[str, int],
+    batch_rows: int,
+    max_batches: int | None = None,
+) -> list[BatchSpec]:
+    """The next batches after ``cursor``, in file order, at most ``max_batches`` of them."""
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+    batches: list[BatchSpec] = []
+    current: list[Segment] = []
+    room = batch_rows
+    for data_file in sorted(files, key=lambda item: item.file_id):
+        position = min(cursor.get(data_file.file_id, 0), data_file.n_rows)
+        while position < data_file.n_rows:
+            stop = min(position + room, data_file.n_rows)
+            current.append(Segment(data_file, position, stop))
+            room -= stop - position
+            position = stop
+            if room == 0:
+                batches.append(BatchSpec(tuple(current)))
+                if max_batches is not None and len(batches) >= max_batches:
+                    return batches
+                current, room = [], batch_rows
+    if current:
+        batches.append(BatchSpec(tuple(current)))
+    return batches if max_batches is None else batches[:max_batches]
+
+
+def advance_cursor(cursor: Mapping[str, int], batches: Sequence[BatchSpec]) -> dict[str, int]:
+    """A new cursor with the rows of ``batches`` marked done."""
+    advanced = dict(cursor)
+    for batch in batches:
+        for segment in batch.segments:
+            file_id = segment.data_file.file_id
+            advanced[file_id] = max(advanced.get(file_id, 0), segment.stop)
+    return dict(sorted(advanced.items()))

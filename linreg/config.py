@@ -1,0 +1,75 @@
+"""Run configuration: what to read, how to train, and environment-driven defaults.
+
+Importing this module has no side effects; ``Settings.from_env()`` reads the environment
+when it is called.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ModelKind = Literal["sgd", "ols"]
+
+
+class DataConfig(BaseModel):
+    """Where the data is and how it is cut into batches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(
+        description="A CSV or Parquet file, a directory, a glob, or an fsspec URL.",
+    )
+    target: str = Field("target", min_length=1, description="The column to predict.")
+    features: list[str] | None = Field(
+        None, description="Feature columns; default: every numeric column but the target."
+    )
+    batch_rows: int = Field(100_000, ge=1, description="Rows per training batch.")
+    test_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Share of rows held out for evaluation."
+    )
+
+
+class HyperParams(BaseModel):
+    """The estimator and its hyper-parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelKind = Field("sgd", description="sgd: SGDRegressor; ols: exact least squares.")
+    alpha: float = Field(0.0, ge=0.0, description="L2 penalty (ridge for ols).")
+    learning_rate: Literal["invscaling", "constant", "adaptive", "optimal"] = Field(
+        "invscaling", description="SGD learning-rate schedule."
+    )
+    eta0: float = Field(0.01, gt=0.0, description="SGD initial learning rate.")
+    power_t: float = Field(0.25, ge=0.0, description="SGD inverse-scaling exponent.")
+    average: bool = Field(False, description="Averaged SGD (ASGD).")
+    random_state: int = Field(0, ge=0, description="Seed of SGD's in-batch shuffling.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Defaults that the environment may override (``LINREG_*`` variables)."""
+
+    out_dir: str = "artifacts"
+    state_block: str = "linreg-state"
+    sample_dir: str = "data/sample"
+    dask_address: str | None = None
+    dask_workers: int = 2
+    lock_timeout_seconds: float = 600.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            out_dir=env.get("LINREG_OUT_DIR", cls.out_dir),
+            state_block=env.get("LINREG_STATE_BLOCK", cls.state_block),
+            sample_dir=env.get("LINREG_SAMPLE_DIR", cls.sample_dir),
+            dask_address=env.get("LINREG_DASK_ADDRESS") or None,
+            dask_workers=int(env.get("LINREG_DASK_WORKERS", cls.dask_workers)),
+            lock_timeout_seconds=float(
+                env.get("LINREG_LOCK_TIMEOUT_SECONDS", cls.lock_timeout_seconds)
+            ),
+        )

@@ -1,0 +1,339 @@
+"""Incremental linear regressors following scikit-learn's estimator contract.
+
+Both learn batch by batch with ``partial_fit``, expose ``coef_``/``intercept_`` in the raw
+units of the features, and round-trip their learned state through plain JSON-ready data
+(``get_state``/``from_state``), so training state can be stored without pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.linear_model import SGDRegressor
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from linreg.stats import LeastSquaresStats, solve_least_squares
+
+
+def _set_feature_names(estimator: BaseEstimator, names: Sequence[str] | None) -> None:
+    if names is not None:
+        estimator.feature_names_in_ = np.asarray(list(names), dtype=object)
+
+
+class IncrementalLinearRegression(RegressorMixin, BaseEstimator):
+    """Exact least squares (optionally ridge) from mergeable QR statistics.
+
+    One pass over the data, in any number of batches, in any partition of the rows: the
+    result equals an in-memory least-squares fit on all rows seen (see
+    :mod:`linreg.stats`). Memory is ``O(n_features²)``, independent of the row count.
+
+    Parameters
+    ----------
+    alpha : float, default=0.0
+        L2 penalty on the coefficients (not the intercept), as in ``Ridge``.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+    intercept_ : float
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features,)
+        Only when fitted on a DataFrame or given ``feature_names``.
+    n_samples_seen_ : int
+    rank_ : int
+        Rank of the centred design; below ``n_features_in_`` the solution is not unique and
+        the minimum-norm one is returned, as ``LinearRegression`` does (see
+        :func:`linreg.stats.solve_least_squares` with ``strict=True`` to refuse it).
+    stats_ : LeastSquaresStats
+        The merged statistics of every row seen.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.arange(12.0).reshape(6, 2) ** 1.5
+    >>> y = X @ [2.0, -1.0] + 3.0
+    >>> model = IncrementalLinearRegression().partial_fit(X[:3], y[:3]).partial_fit(X[3:], y[3:])
+    >>> np.round(model.coef_, 6).tolist(), round(model.intercept_, 6)
+    ([2.0, -1.0], 3.0)
+    """
+
+    def __init__(self, *, alpha: float = 0.0) -> None:
+        self.alpha = alpha
+
+    def _reset(self) -> None:
+        for name in (
+            "stats_",
+            "coef_",
+            "intercept_",
+            "rank_",
+            "n_samples_seen_",
+            "n_features_in_",
+            "feature_names_in_",
+        ):
+            self.__dict__.pop(name, None)
+
+    def fit(self, X, y) -> IncrementalLinearRegression:
+        """Fit on ``X`` (n_samples, n_features) and ``y`` (n_samples,) from scratch."""
+        self._reset()
+        return self.partial_fit(X, y)
+
+    def partial_fit(self, X, y) -> IncrementalLinearRegression:
+        """Add the rows of ``X``, ``y`` to what has been seen and re-solve."""
+        first_call = not hasattr(self, "stats_")
+        X, y = validate_data(self, X, y, reset=first_call, dtype=np.float64, y_numeric=True)
+        return self.merge_stats(LeastSquaresStats.from_arrays(X, y))
+
+    def merge_stats(
+        self, stats: LeastSquaresStats, feature_names: Sequence[str] | None = None
+    ) -> IncrementalLinearRegression:
+        """Add precomputed statistics (from another process or partition) and re-solve."""
+        if hasattr(self, "stats_"):
+            if stats.n_features != self.n_features_in_:
+                raise ValueError(
+                    f"X has {stats.n_features} features, but {type(self).__name__} is "
+                    f"expecting {self.n_features_in_} features as input."
+                )
+            merged = self.stats_.merge(stats)
+        else:
+            merged = stats
+        names = feature_names
+        if names is None and hasattr(self, "feature_names_in_"):
+            names = list(self.feature_names_in_)
+        coef, intercept, rank = solve_least_squares(merged, self.alpha, names, strict=False)
+        self.stats_ = merged
+        self.coef_, self.intercept_, self.rank_ = coef, intercept, rank
+        self.n_samples_seen_ = merged.n
+        self.n_features_in_ = merged.n_features
+        _set_feature_names(self, feature_names)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions of shape (n_samples,)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return X @ self.coef_ + self.intercept_
+
+    def get_state(self) -> dict[str, Any]:
+        check_is_fitted(self)
+        return {"kind": "ols", "stats": self.stats_.to_dict(), **_names_state(self)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], **params: Any) -> IncrementalLinearRegression:
+        model = cls(**params)
+        return model.merge_stats(
+            LeastSquaresStats.from_dict(state["stats"]), state.get("feature_names")
+        )
+
+
+class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
+    """``SGDRegressor.partial_fit`` on features and target standardised with running statistics.
+
+    Raw features of very different scales make plain SGD diverge or crawl; here each batch
+    first updates running means and variances (``StandardScaler.partial_fit``, the update of
+    Chan, Golub and LeVeque, 1983), then SGD steps on the standardised batch. ``coef_`` and
+    ``intercept_`` are reported in raw units: ``coef = w * s_y / s_x`` and
+    ``intercept = m_y + s_y * b - coef @ m_x``.
+
+    Parameters
+    ----------
+    alpha : float, default=0.0
+        L2 penalty, on the standardised problem.
+    learning_rate, eta0, power_t, average, random_state
+        As in ``SGDRegressor``.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+    intercept_ : float
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features,)
+    n_samples_seen_ : int
+    x_scaler_, y_scaler_ : StandardScaler
+    sgd_ : SGDRegressor
+    """
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.0,
+        learning_rate: str = "invscaling",
+        eta0: float = 0.01,
+        power_t: float = 0.25,
+        average: bool = False,
+        random_state: int = 0,
+    ) -> None:
+        self.alpha = alpha
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.average = average
+        self.random_state = random_state
+
+    def _new_sgd(self) -> SGDRegressor:
+        return SGDRegressor(
+            loss="squared_error",
+            penalty="l2",
+            alpha=self.alpha,
+            learning_rate=self.learning_rate,
+            eta0=self.eta0,
+            power_t=self.power_t,
+            average=self.average,
+            random_state=self.random_state,
+            shuffle=True,
+        )
+
+    def _reset(self) -> None:
+        for name in (
+            "x_scaler_",
+            "y_scaler_",
+            "sgd_",
+            "coef_",
+            "intercept_",
+            "n_samples_seen_",
+            "n_features_in_",
+            "feature_names_in_",
+        ):
+            self.__dict__.pop(name, None)
+
+    def fit(self, X, y) -> StandardizedSGDRegressor:
+        """One SGD epoch over ``X`` (n_samples, n_features), ``y`` (n_samples,), from scratch."""
+        self._reset()
+        return self.partial_fit(X, y)
+
+    def partial_fit(self, X, y) -> StandardizedSGDRegressor:
+        """Update the running statistics, then take SGD steps over this batch."""
+        first_call = not hasattr(self, "sgd_")
+        X, y = validate_data(self, X, y, reset=first_call, dtype=np.float64, y_numeric=True)
+        if first_call:
+            self.x_scaler_, self.y_scaler_, self.sgd_ = StandardScaler(), StandardScaler(), None
+            self.n_samples_seen_ = 0
+        if len(X) == 0:
+            return self
+        targets = y.reshape(-1, 1)
+        self.x_scaler_.partial_fit(X)
+        self.y_scaler_.partial_fit(targets)
+        sgd = self.sgd_ if self.sgd_ is not None else self._new_sgd()
+        sgd.set_params(
+            alpha=self.alpha, learning_rate=self.learning_rate, eta0=self.eta0, power_t=self.power_t
+        )
+        sgd.partial_fit(self.x_scaler_.transform(X), self.y_scaler_.transform(targets).ravel())
+        self.sgd_ = sgd
+        self.n_samples_seen_ += len(X)
+        self._update_raw_coefficients()
+        return self
+
+    def _update_raw_coefficients(self) -> None:
+        x_mean, x_scale = self.x_scaler_.mean_, self.x_scaler_.scale_
+        y_mean, y_scale = self.y_scaler_.mean_[0], self.y_scaler_.scale_[0]
+        weights = np.ravel(self.sgd_.coef_)
+        self.coef_ = weights * y_scale / x_scale
+        self.intercept_ = float(y_mean + y_scale * self.sgd_.intercept_[0] - self.coef_ @ x_mean)
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions of shape (n_samples,), in the target's raw units."""
+        check_is_fitted(self, "coef_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return X @ self.coef_ + self.intercept_
+
+    def get_state(self) -> dict[str, Any]:
+        check_is_fitted(self, "coef_")
+        sgd = self.sgd_
+        state = {
+            "kind": "sgd",
+            "n_samples_seen": int(self.n_samples_seen_),
+            "x_scaler": _scaler_state(self.x_scaler_),
+            "y_scaler": _scaler_state(self.y_scaler_),
+            "sgd": {
+                "coef": np.ravel(sgd.coef_).tolist(),
+                "intercept": float(sgd.intercept_[0]),
+                "t": float(sgd.t_),
+            },
+            **_names_state(self),
+        }
+        if self.average:
+            state["sgd"].update(
+                standard_coef=np.ravel(sgd._standard_coef).tolist(),
+                standard_intercept=float(sgd._standard_intercept[0]),
+                average_coef=np.ravel(sgd._average_coef).tolist(),
+                average_intercept=float(sgd._average_intercept[0]),
+            )
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], **params: Any) -> StandardizedSGDRegressor:
+        model = cls(**params)
+        model.x_scaler_ = _scaler_from_state(state["x_scaler"])
+        model.y_scaler_ = _scaler_from_state(state["y_scaler"])
+        sgd = model._new_sgd()
+        coef = np.asarray(state["sgd"]["coef"], dtype=np.float64)
+        sgd.coef_ = coef.copy()
+        sgd.intercept_ = np.array([state["sgd"]["intercept"]])
+        sgd.t_ = float(state["sgd"]["t"])
+        sgd.n_features_in_ = len(coef)
+        if model.average and "average_coef" in state["sgd"]:
+            sgd._standard_coef = np.asarray(state["sgd"]["standard_coef"], dtype=np.float64)
+            sgd._standard_intercept = np.array([state["sgd"]["standard_intercept"]])
+            sgd._average_coef = np.asarray(state["sgd"]["average_coef"], dtype=np.float64)
+            sgd._average_intercept = np.array([state["sgd"]["average_intercept"]])
+        elif model.average:
+            sgd._standard_coef, sgd._standard_intercept = sgd.coef_, sgd.intercept_
+            sgd._average_coef = sgd.coef_.copy()
+            sgd._average_intercept = sgd.intercept_.copy()
+        model.sgd_ = sgd
+        model.n_samples_seen_ = int(state["n_samples_seen"])
+        model.n_features_in_ = len(coef)
+        _set_feature_names(model, state.get("feature_names"))
+        model._update_raw_coefficients()
+        return model
+
+
+def _names_state(estimator: BaseEstimator) -> dict[str, Any]:
+    if hasattr(estimator, "feature_names_in_"):
+        return {"feature_names": [str(name) for name in estimator.feature_names_in_]}
+    return {}
+
+
+def _scaler_state(scaler: StandardScaler) -> dict[str, Any]:
+    return {
+        "n": int(np.max(scaler.n_samples_seen_)),
+        "mean": scaler.mean_.tolist(),
+        "var": scaler.var_.tolist(),
+        "scale": scaler.scale_.tolist(),
+    }
+
+
+def _scaler_from_state(state: dict[str, Any]) -> StandardScaler:
+    scaler = StandardScaler()
+    scaler.mean_ = np.asarray(state["mean"], dtype=np.float64)
+    scaler.var_ = np.asarray(state["var"], dtype=np.float64)
+    scaler.n_samples_seen_ = np.int64(state["n"])
+    scaler.n_features_in_ = len(scaler.mean_)
+    scaler.scale_ = np.asarray(state["scale"], dtype=np.float64)
+    return scaler
+
+
+def make_estimator(
+    kind: str, **params: Any
+) -> IncrementalLinearRegression | StandardizedSGDRegressor:
+    """A fresh estimator of ``kind`` ("sgd" or "ols") with the given hyper-parameters."""
+    if kind == "ols":
+        return IncrementalLinearRegression(alpha=params.get("alpha", 0.0))
+    if kind == "sgd":
+        return StandardizedSGDRegressor(**params)
+    raise ValueError(f"unknown model '{kind}' (expected 'sgd' or 'ols')")
+
+
+def estimator_from_state(
+    state: dict[str, Any], **params: Any
+) -> IncrementalLinearRegression | StandardizedSGDRegressor:
+    """Rebuild a fitted estimator from :meth:`get_state` data with current hyper-parameters."""
+    kind = state.get("kind")
+    if kind == "ols":
+        return IncrementalLinearRegression.from_state(state, alpha=params.get("alpha", 0.0))
+    if kind == "sgd":
+        return StandardizedSGDRegressor.from_state(state, **params)
+    raise ValueError(f"saved estimator state has unknown kind {kind!r}")

@@ -1,0 +1,222 @@
+"""Data sources: find the CSV/Parquet files behind a path, glob or fsspec URL, read their
+schemas, and read row ranges of them as float64 arrays.
+
+A file is identified by its path relative to the source root (``file_id``): that string is
+the key of the training cursor and, with the row number, the identity that decides a row's
+train/test membership, so moving the whole data directory changes neither.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+from fsspec.utils import infer_compression
+
+from linreg.errors import DataError
+
+FileFormat = Literal["parquet", "csv"]
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst")
+_GLOB_CHARS = ("*", "?", "[")
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One data file: where it is, its format, its rows and its columns."""
+
+    file_id: str
+    url: str
+    fmt: FileFormat
+    n_rows: int
+    columns: tuple[str, ...]
+    numeric_columns: frozenset[str]
+
+
+def file_format(path: str) -> FileFormat | None:
+    lowered = path.lower()
+    if lowered.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if lowered.endswith(CSV_SUFFIXES):
+        return "csv"
+    return None
+
+
+def _is_hidden(relative_path: str) -> bool:
+    # Spark/Hadoop markers (_SUCCESS, _metadata) and dot files are not data.
+    return any(part.startswith((".", "_")) for part in relative_path.split("/"))
+
+
+def discover_files(source: str) -> list[tuple[str, str]]:
+    """Return ``(file_id, url)`` for every data file of ``source``, sorted by ``file_id``.
+
+    ``source`` is a file, a directory (searched recursively) or a glob, as a local path or
+    an fsspec URL. Raises :class:`DataError` when nothing usable is there.
+    """
+    fs, path = url_to_fs(source)
+    if any(char in path for char in _GLOB_CHARS):
+        root = path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0]
+        candidates = [p for p in fs.glob(path) if fs.isfile(p)]
+    elif fs.isdir(path):
+        root = path.rstrip("/")
+        candidates = fs.find(path)
+    elif fs.isfile(path):
+        if file_format(path) is None:
+            raise DataError(
+                f"{source}: not a CSV or Parquet file (expected one of "
+                f"{', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)})"
+            )
+        root = posixpath.dirname(path)
+        candidates = [path]
+    else:
+        raise DataError(f"{source}: no such file or directory")
+    found = []
+    for candidate in candidates:
+        relative = posixpath.relpath(candidate, root) if root else candidate
+        if file_format(candidate) is None or _is_hidden(relative):
+            continue
+        found.append((relative, fs.unstrip_protocol(candidate)))
+    if not found:
+        raise DataError(f"{source}: no CSV or Parquet files found")
+    return sorted(found)
+
+
+def _is_numeric(arrow_type: pa.DataType) -> bool:
+    # An all-empty CSV column is inferred as null: its values are missing, not text.
+    return (
+        pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_decimal(arrow_type)
+        or pa.types.is_null(arrow_type)
+    )
+
+
+def _open(url: str):
+    return fsspec.open(url, "rb", compression=infer_compression(url)).open()
+
+
+def inspect_file(file_id: str, url: str) -> DataFile:
+    """Read the schema and row count of one file; any problem names the file."""
+    fmt = file_format(url)
+    if fmt is None:
+        raise DataError(f"{file_id}: not a CSV or Parquet file")
+    try:
+        if fmt == "parquet":
+            with _open(url) as handle:
+                metadata = pq.ParquetFile(handle).metadata
+                schema = metadata.schema.to_arrow_schema()
+                n_rows = metadata.num_rows
+        else:
+            schema, n_rows = _inspect_csv(url)
+    except DataError as error:
+        raise DataError(f"{file_id}: {error}") from None
+    except FileNotFoundError:
+        raise DataError(f"{file_id}: file not found") from None
+    except PermissionError:
+        raise DataError(f"{file_id}: permission denied") from None
+    except (pa.ArrowException, OSError, ValueError, EOFError) as error:
+        kind = "Parquet" if fmt == "parquet" else "CSV"
+        raise DataError(f"{file_id}: not a readable {kind} file ({_first_line(error)})") from None
+    columns = tuple(schema.names)
+    duplicates = sorted({name for name in columns if columns.count(name) > 1})
+    if duplicates:
+        raise DataError(f"{file_id}: duplicate column names {duplicates}")
+    numeric = frozenset(field.name for field in schema if _is_numeric(field.type))
+    return DataFile(file_id, url, fmt, n_rows, columns, numeric)
+
+
+def _inspect_csv(url: str) -> tuple[pa.Schema, int]:
+    with _open(url) as handle:
+        if not handle.read(1):
+            raise DataError("empty file (no header)")
+    with _open(url) as handle:
+        reader = pacsv.open_csv(handle)
+        schema = reader.schema
+        n_rows = sum(batch.num_rows for batch in reader)
+    return schema, n_rows
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def read_rows(data_file: DataFile, columns: Sequence[str], start: int, stop: int) -> np.ndarray:
+    """Rows ``[start, stop)`` of ``columns`` as a float64 array; missing values are NaN."""
+    try:
+        if data_file.fmt == "parquet":
+            table = _read_parquet_rows(data_file.url, columns, start, stop)
+        else:
+            table = _read_csv_rows(data_file, columns, start, stop)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{data_file.file_id}: file not found") from None
+    except (pa.ArrowException, OSError, ValueError, EOFError) as error:
+        raise DataError(
+            f"{data_file.file_id}: cannot read rows {start}-{stop} ({_first_line(error)})"
+        ) from None
+    block = np.empty((table.num_rows, len(columns)), dtype=np.float64)
+    for position, name in enumerate(columns):
+        column = table.column(name)
+        if not _is_numeric(column.type):
+            raise DataError(f"{data_file.file_id}: column '{name}' is not numeric ({column.type})")
+        block[:, position] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return block
+
+
+def _read_parquet_rows(url: str, columns: Sequence[str], start: int, stop: int) -> pa.Table:
+    with _open(url) as handle:
+        parquet_file = pq.ParquetFile(handle)
+        metadata = parquet_file.metadata
+        groups, first_row, offset = [], None, 0
+        for index in range(metadata.num_row_groups):
+            group_rows = metadata.row_group(index).num_rows
+            if offset < stop and offset + group_rows > start:
+                groups.append(index)
+                first_row = offset if first_row is None else first_row
+            offset += group_rows
+        if not groups:
+            return pa.table({name: pa.array([], pa.float64()) for name in columns})
+        table = parquet_file.read_row_groups(groups, columns=list(columns))
+    return table.slice(start - first_row, stop - start)
+
+
+def _read_csv_rows(data_file: DataFile, columns: Sequence[str], start: int, stop: int) -> pa.Table:
+    convert = pacsv.ConvertOptions(
+        include_columns=list(columns), column_types={name: pa.float64() for name in columns}
+    )
+    read = pacsv.ReadOptions(skip_rows_after_names=start)
+    batches, wanted = [], stop - start
+    with _open(data_file.url) as handle:
+        try:
+            reader = pacsv.open_csv(handle, read_options=read, convert_options=convert)
+            for batch in reader:
+                batches.append(batch.slice(0, wanted))
+                wanted -= batches[-1].num_rows
+                if wanted <= 0:
+                    break
+        except pa.ArrowInvalid as error:
+            raise DataError(_describe_csv_error(data_file, error, start, stop)) from None
+    if not batches:
+        return pa.table({name: pa.array([], pa.float64()) for name in columns})
+    return pa.Table.from_batches(batches)
+
+
+def _describe_csv_error(data_file: DataFile, error: pa.ArrowInvalid, start: int, stop: int) -> str:
+    message = _first_line(error)
+    where = f"{data_file.file_id} (rows {start}-{stop})"
+    if "conversion error" in message and "column #" in message:
+        index = int(message.split("column #", 1)[1].split(":", 1)[0])
+        value = message.split("invalid value", 1)[-1].strip()
+        name = data_file.columns[index] if index < len(data_file.columns) else f"#{index}"
+        return f"{where}: column '{name}' has a non-numeric value {value}"
+    return f"{where}: {message}"

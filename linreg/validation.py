@@ -1,0 +1,105 @@
+"""Schema checks: one readable schema across files, target and features present and numeric."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from linreg.config import DataConfig
+from linreg.errors import DataError
+from linreg.sources import DataFile, discover_files, inspect_file
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """A validated source: its files and the columns training reads from them."""
+
+    source: str
+    files: tuple[DataFile, ...]
+    features: tuple[str, ...]
+    target: str
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Columns in the order every batch array holds them: features, then the target."""
+        return (*self.features, self.target)
+
+    @property
+    def n_rows(self) -> int:
+        return sum(data_file.n_rows for data_file in self.files)
+
+
+Mapper = Callable[[Callable[[str, str], DataFile], Iterable[str], Iterable[str]], list[DataFile]]
+
+
+def _serial_map(function, *iterables) -> list:
+    return list(map(function, *iterables))
+
+
+def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourcePlan:
+    """Inspect every file of ``config.source`` and check the schema the run relies on.
+
+    ``mapper(inspect_file, file_ids, urls)`` may inspect the files in parallel (on Dask).
+    Raises :class:`DataError` naming the file and column of the first problem found.
+    """
+    found = discover_files(config.source)
+    files = mapper(inspect_file, [file_id for file_id, _ in found], [url for _, url in found])
+    check_same_columns(files)
+    reference = files[0]
+    if config.target not in reference.columns:
+        raise DataError(
+            f"{reference.file_id}: target column '{config.target}' not found "
+            f"(columns: {', '.join(reference.columns)})"
+        )
+    features = _choose_features(reference, config.features, config.target)
+    for data_file in files:
+        for name in (*features, config.target):
+            if name not in data_file.numeric_columns:
+                role = "target" if name == config.target else "feature"
+                raise DataError(f"{data_file.file_id}: {role} column '{name}' is not numeric")
+    plan = SourcePlan(config.source, tuple(files), tuple(features), config.target)
+    if plan.n_rows == 0:
+        raise DataError(f"{config.source}: no data rows (every file is empty or header only)")
+    return plan
+
+
+def check_same_columns(files: Sequence[DataFile]) -> None:
+    reference = files[0]
+    for data_file in files[1:]:
+        missing = [name for name in reference.columns if name not in data_file.columns]
+        extra = [name for name in data_file.columns if name not in reference.columns]
+        if missing or extra:
+            raise DataError(
+                f"{data_file.file_id}: columns differ from {reference.file_id} "
+                f"(missing {missing}, extra {extra}); all files must share one schema"
+            )
+
+
+def _choose_features(
+    reference: DataFile, requested: Sequence[str] | None, target: str
+) -> list[str]:
+    if requested is None:
+        features = [
+            name
+            for name in reference.columns
+            if name in reference.numeric_columns and name != target
+        ]
+        if not features:
+            raise DataError(
+                f"{reference.file_id}: no numeric feature columns besides target '{target}'"
+            )
+        return features
+    if not requested:
+        raise DataError("--features: the feature list is empty")
+    duplicates = sorted({name for name in requested if list(requested).count(name) > 1})
+    if duplicates:
+        raise DataError(f"--features: duplicate feature names {duplicates}")
+    if target in requested:
+        raise DataError(f"--features: the target column '{target}' cannot also be a feature")
+    for name in requested:
+        if name not in reference.columns:
+            raise DataError(
+                f"{reference.file_id}: feature column '{name}' not found "
+                f"(columns: {', '.join(reference.columns)})"
+            )
+    return list(requested)

@@ -1,0 +1,96 @@
+"""The publish task: model files on disk, metrics and a summary as Prefect artifacts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from linreg.config import HyperParams
+from linreg.model_files import publish_model
+from linreg.training import TrainedRound, model_metadata
+from linreg.validation import SourcePlan
+from tasks.runtime import IO_RETRY_DELAYS, retry_unless_permanent
+
+
+def artifact_key(state_block: str, kind: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes; one history per model."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{state_block}-{kind}".lower()).strip("-")
+
+
+@task(
+    name="publish",
+    retries=3,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_condition_fn=retry_unless_permanent,
+    cache_policy=NO_CACHE,
+)
+def publish(
+    trained: TrainedRound,
+    plan: SourcePlan,
+    hyperparams: HyperParams,
+    out_dir: str,
+    state_block: str,
+) -> dict[str, Any]:
+    """Write model.pkl and model.json atomically, then report the version in the UI."""
+    metadata = publish_model(out_dir, trained.estimator, model_metadata(trained, plan, hyperparams))
+    get_run_logger().info(
+        "published model version %d to %s (sha256 %s)",
+        metadata["version"],
+        out_dir,
+        metadata["sha256"][:12],
+    )
+    history = trained.state.metrics_history
+    create_table_artifact(
+        table=[
+            {
+                key: entry.get(key)
+                for key in ("version", "rows_trained", "r2", "rmse", "mae", "n_test")
+            }
+            for entry in history
+        ],
+        key=artifact_key(state_block, "metrics"),
+        description=f"Held-out metrics per model version of state block '{state_block}'.",
+    )
+    create_markdown_artifact(
+        markdown=_summary_markdown(metadata, trained, out_dir),
+        key=artifact_key(state_block, "model"),
+        description=f"The model published by state block '{state_block}'.",
+    )
+    return metadata
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.6g}"
+
+
+def _summary_markdown(metadata: dict[str, Any], trained: TrainedRound, out_dir: str) -> str:
+    metrics = metadata["metrics"]
+    report = trained.report
+    rows = "\n".join(
+        f"| `{name}` | {coef:.10g} |"
+        for name, coef in zip(metadata["features"], metadata["coef"], strict=True)
+    )
+    return f"""# Model version {metadata["version"]} ({metadata["model"]})
+
+Target `{metadata["target"]}`, trained on {metadata["rows_trained"]:,} rows; published to
+`{out_dir}` (sha256 `{metadata["sha256"][:16]}…`).
+
+| held-out metric | value |
+|---|---|
+| R² (all {metrics["n_test"]:,} held-out rows) | {_number(metrics["r2"])} |
+| RMSE (all held-out rows) | {_number(metrics["rmse"])} |
+| MAE (newest batch, {metrics["n_test_latest"]:,} rows) | {_number(metrics["mae"])} |
+
+This run: {trained.batches} batch(es), {report.rows_read:,} rows read, {report.rows_dropped:,}
+dropped for missing or non-finite values, {report.rows_train:,} trained, {report.rows_test:,}
+held out.
+
+| feature | coefficient |
+|---|---|
+{rows}
+| (intercept) | {metadata["intercept"]:.10g} |
+"""

@@ -1,0 +1,114 @@
+"""Training state in a Prefect block, and the tasks that load and save it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import get_run_logger, task
+from prefect.blocks.core import Block
+from prefect.cache_policies import NO_CACHE
+from pydantic import ValidationError
+
+from linreg.config import HyperParams
+from linreg.errors import StateError
+from linreg.state import TrainingState, check_expected_version, fingerprint
+from linreg.validation import SourcePlan
+from tasks.runtime import IO_RETRY_DELAYS, retry_unless_permanent
+
+
+class TrainingStateBlock(Block):
+    """Training state of an incrementally trained linear model: data cursor, parameters
+    (plain numbers, no pickle), version and metrics history."""
+
+    _block_type_name = "Linreg Training State"
+    _block_type_slug = "linreg-training-state"
+    _description = "Where an incrementally trained linear model resumes from."
+
+    state: TrainingState
+
+
+class PrefectBlockStateStore:
+    """A :class:`linreg.state.StateStore` backed by a ``TrainingStateBlock`` document."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def load(self) -> TrainingState | None:
+        try:
+            return TrainingStateBlock.load(self.name, _sync=True).state
+        except ValueError as error:
+            if "Unable to find block document" in str(error):
+                return None
+            raise StateError(f"state block '{self.name}' is unreadable: {error}") from None
+        except (ValidationError, RuntimeError, KeyError) as error:
+            raise StateError(
+                f"state block '{self.name}' does not hold linreg training state "
+                f"({str(error).splitlines()[0]}); pass another --state-block"
+            ) from None
+
+    def save(self, state: TrainingState, expected_version: int | None) -> None:
+        current = self.load()
+        check_expected_version(
+            self.name, None if current is None else current.version, expected_version
+        )
+        TrainingStateBlock(state=state).save(self.name, overwrite=True, _sync=True)
+
+
+@dataclass(frozen=True)
+class LoadedState:
+    """The state a run starts from, and the stored version it must still find when saving."""
+
+    state: TrainingState
+    stored_version: int | None
+
+
+@task(
+    name="load-state",
+    retries=3,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_condition_fn=retry_unless_permanent,
+    cache_policy=NO_CACHE,
+)
+def load_state(
+    state_block: str, plan: SourcePlan, hyperparams: HyperParams, reset: bool = False
+) -> LoadedState:
+    """Load the training state from its block, or start fresh (none saved, or --reset)."""
+    logger = get_run_logger()
+    stored = PrefectBlockStateStore(state_block).load()
+    features = list(plan.features)
+    expected = fingerprint(plan.source, features, plan.target, hyperparams.model)
+    stored_version = None if stored is None else stored.version
+    if stored is None or reset:
+        logger.info(
+            "starting a new %s model in state block '%s'%s",
+            hyperparams.model,
+            state_block,
+            " (reset)" if stored is not None else "",
+        )
+        # Versions keep rising across resets, so a service never mistakes a new model for old.
+        fresh = TrainingState.fresh(
+            plan.source, features, plan.target, hyperparams.model, version=stored_version or 0
+        )
+        return LoadedState(fresh, stored_version)
+    stored.check_compatible(expected, state_block)
+    logger.info(
+        "resuming state block '%s' at version %d (%d rows trained)",
+        state_block,
+        stored.version,
+        stored.rows_trained,
+    )
+    return LoadedState(stored, stored_version)
+
+
+@task(
+    name="save-state",
+    retries=3,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_condition_fn=retry_unless_permanent,
+    cache_policy=NO_CACHE,
+)
+def save_state(state_block: str, state: TrainingState, expected_version: int | None) -> int:
+    """Save ``state`` unless another run changed the block since it was loaded."""
+    PrefectBlockStateStore(state_block).save(state, expected_version)
+    get_run_logger().info("saved state block '%s' at version %d", state_block, state.version)
+    return state.version

@@ -1,0 +1,32 @@
+"""Shared fixtures. Telemetry is off before anything imports Prefect."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from linreg.synthetic import Truth, write_dataset  # noqa: E402
+
+
+@pytest.fixture
+def synthetic_dir(tmp_path: Path) -> tuple[Path, Truth]:
+    """6,000 rows in 3 Parquet shards of 2,000 rows (row groups of 500), 4 features."""
+    directory = tmp_path / "synthetic"
+    truth = write_dataset(
+        directory, n_rows=6_000, n_features=4, shard_rows=2_000, row_group_rows=500, seed=7
+    )
+    return directory, truth
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
