@@ -4,6 +4,7 @@ and the retry policy of I/O tasks."""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import time
@@ -52,6 +53,9 @@ def dask_task_runner(address: str | None = None, workers: int | None = None) -> 
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,
+            # A task's exception reaches the flow (and its logs) with its message; the
+            # worker's own "Compute Failed" report would repeat it on stderr.
+            "silence_logs": logging.CRITICAL,
         }
     )
 
