@@ -22,7 +22,18 @@ $(INSTALLED): $(PY) requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(INSTALLED)
 
-.PHONY: help install run test lint format server clean
+# Deployments (make deploy/worker/trigger) talk to the server of `make server` unless
+# PREFECT_API_URL says otherwise; prefect.yaml reads the LINREG_* values at deploy time.
+DEPLOY_ENV := PREFECT_API_URL=$${PREFECT_API_URL:-http://$(HOST):$(PREFECT_PORT)/api}
+LINREG_WORK_POOL ?= linreg-process
+LINREG_STEP_CRON ?= */10 * * * *
+LINREG_DATA ?= $(CURDIR)/data/sample
+LINREG_OUT_DIR ?= $(CURDIR)/artifacts
+LINREG_STATE_BLOCK ?= linreg-state
+LINREG_PROJECT_DIR ?= $(CURDIR)
+export LINREG_WORK_POOL LINREG_STEP_CRON LINREG_DATA LINREG_OUT_DIR LINREG_STATE_BLOCK LINREG_PROJECT_DIR
+
+.PHONY: help install run test lint format server worker deploy trigger serve-flows sample-data clean
 
 ## Show this help
 help:
@@ -52,6 +63,29 @@ format: install
 ## Start a local Prefect server with its UI (SQLite in .prefect/, 127.0.0.1:4200)
 server: install
 	PREFECT_HOME=$(CURDIR)/.prefect $(VENV)/bin/prefect server start --host $(HOST) --port $(PREFECT_PORT) --analytics-off
+
+## Start a process worker on the linreg-process pool (creates the pool if missing)
+worker: install
+	$(DEPLOY_ENV) $(VENV)/bin/prefect work-pool inspect $(LINREG_WORK_POOL) >/dev/null 2>&1 || \
+		$(DEPLOY_ENV) $(VENV)/bin/prefect work-pool create $(LINREG_WORK_POOL) --type process
+	$(DEPLOY_ENV) $(VENV)/bin/prefect worker start --pool $(LINREG_WORK_POOL) --type process
+
+## Deploy both flows from prefect.yaml (non-interactive; cron from LINREG_STEP_CRON)
+deploy: install sample-data
+	$(DEPLOY_ENV) $(VENV)/bin/prefect --no-prompt deploy --all
+
+## Trigger one train-step run on its deployment and wait for it (exit 1 if it fails)
+trigger: install
+	$(DEPLOY_ENV) $(VENV)/bin/prefect deployment run 'train-step/scheduled' --watch
+
+## Serve both flows from one long-lived process (train-step on cron), no worker needed
+serve-flows: install sample-data
+	$(DEPLOY_ENV) $(PY) main.py --mode serve --cron "$(LINREG_STEP_CRON)" --out $(LINREG_OUT_DIR) \
+		--state-block $(LINREG_STATE_BLOCK) --data $(LINREG_DATA)
+
+## Write the sample data set (data/sample) if it is missing
+sample-data: install
+	@ls data/sample/*.parquet >/dev/null 2>&1 || $(PY) -m linreg.synthetic --out data/sample
 
 ## Remove the venv, the embedded Prefect database, sample data and published models
 clean:

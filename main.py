@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    if args.dask_address:
+        os.environ["LINREG_DASK_ADDRESS"] = args.dask_address  # also for --mode serve
     from flows import train_all, train_step
     from tasks.runtime import dask_task_runner
 
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "state_block": state_block,
         "reset": args.reset,
     }
+    if args.mode == "serve":
+        return _serve(train_all, train_step, common, args.cron)
     try:
         if args.mode == "all":
             result = train_all.with_options(task_runner=runner)(
@@ -152,6 +156,36 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_FAILED
     _print_result(result, out_dir)
+    return 0
+
+
+def _serve(train_all, train_step, parameters: dict, cron: str) -> int:
+    """Background training: this process serves both flows, train-step on a cron schedule;
+    runs started from the UI or `prefect deployment run` execute here, no worker needed."""
+    if not os.environ.get("PREFECT_API_URL"):
+        print(
+            "error: --mode serve needs a Prefect server for its schedule: run `make server` "
+            "and set PREFECT_API_URL=http://127.0.0.1:4200/api",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    from prefect import serve
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    plain = {
+        **parameters,
+        "data": parameters["data"].model_dump(),
+        "hyperparams": parameters["hyperparams"].model_dump(),
+    }
+    one_at_a_time = ConcurrencyLimitConfig(
+        limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+    )
+    serve(
+        train_step.to_deployment(
+            name="served", cron=cron, parameters=plain, concurrency_limit=one_at_a_time
+        ),
+        train_all.to_deployment(name="served", parameters=plain, concurrency_limit=one_at_a_time),
+    )
     return 0
 
 

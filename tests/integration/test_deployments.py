@@ -1,0 +1,230 @@
+"""Deployments on a real server and worker: `prefect deployment run`, concurrency, SIGKILL,
+cron, and what the server read back from prefect.yaml."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from linreg.synthetic import write_dataset
+from tasks.state import PrefectBlockStateStore
+from tests.integration.processes import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _params(stack, data_dir: Path, batch_rows: int, model: str = "ols") -> tuple[dict, str, Path]:
+    block = f"it-{uuid.uuid4().hex[:8]}"
+    out = stack.logs / f"out-{block}"
+    return (
+        {
+            "data": {"source": str(data_dir), "batch_rows": batch_rows},
+            "hyperparams": {"model": model},
+            "out_dir": str(out),
+            "state_block": block,
+        },
+        block,
+        out,
+    )
+
+
+def _load_state(stack, block: str):
+    with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
+        return PrefectBlockStateStore(block).load()
+
+
+def _run(
+    stack, params: dict, watch: bool = True, deployment: str = "train-step/scheduled"
+) -> subprocess.CompletedProcess:
+    args = ["deployment", "run", deployment, "--params", json.dumps(params)]
+    return stack.prefect(*args, *(["--watch"] if watch else []))
+
+
+def _flow_run_id(output: str) -> str:
+    return re.search(r"UUID:\s*([0-9a-f-]{36})", output).group(1)
+
+
+def _snapshot(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_three_runs_give_version_3_and_advance_three_batches(prefect_stack):
+    params, block, out = _params(prefect_stack, prefect_stack.data_dir, 1_000)
+    for _ in range(3):
+        result = _run(prefect_stack, params)
+        assert result.returncode == 0, result.stdout[-3000:]
+    state = _load_state(prefect_stack, block)
+    assert state.version == 3
+    assert sum(state.cursor.values()) == 3_000
+    assert json.loads((out / "model.json").read_text())["version"] == 3
+
+
+def test_two_simultaneous_runs_are_serialised_and_both_count(prefect_stack):
+    params, block, out = _params(prefect_stack, prefect_stack.data_dir, 1_000)
+    assert _run(prefect_stack, params).returncode == 0
+    results: list[subprocess.CompletedProcess] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(_run(prefect_stack, params)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r.returncode for r in results] == [0, 0], [r.stdout[-2000:] for r in results]
+    state = _load_state(prefect_stack, block)
+    assert state.version == 3
+    assert sum(state.cursor.values()) == 3_000  # no batch skipped, none trained twice
+    assert [entry["version"] for entry in state.metrics_history] == [1, 2, 3]
+    rows = [entry["rows_trained"] for entry in state.metrics_history]
+    assert rows == sorted(rows) and len(set(rows)) == 3
+
+
+def _flow_run_process(worker_pid: int, flow_run_id: str) -> psutil.Process | None:
+    for child in psutil.Process(worker_pid).children(recursive=True):
+        try:
+            if child.environ().get("PREFECT__FLOW_RUN_ID") == flow_run_id:
+                return child
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
+def _task_running(stack, flow_run_id: str, name: str) -> bool:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with (
+        temporary_settings(updates={PREFECT_API_URL: stack.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)]))
+        )
+    return any(run.name.startswith(name) and run.state and run.state.is_running() for run in runs)
+
+
+def _flow_run_state(stack, flow_run_id: str):
+    with (
+        temporary_settings(updates={PREFECT_API_URL: stack.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        return client.read_flow_run(uuid.UUID(flow_run_id)).state
+
+
+def test_a_run_killed_mid_step_changes_nothing_and_the_next_recovers(prefect_stack):
+    big = prefect_stack.logs / "big-data"
+    if not big.exists():
+        write_dataset(
+            big, n_rows=1_600_000, n_features=8, shard_rows=400_000, row_group_rows=100_000, seed=5
+        )
+    params, block, out = _params(prefect_stack, big, 400_000, model="sgd")
+    assert _run(prefect_stack, params).returncode == 0
+    state_before = _load_state(prefect_stack, block).model_dump_json()
+    files_before = _snapshot(out)
+
+    started = _run(prefect_stack, params, watch=False)
+    flow_run_id = _flow_run_id(started.stdout)
+    wait_until(
+        lambda: _task_running(prefect_stack, flow_run_id, "partial-fit"),
+        120,
+        "the partial-fit task to run",
+        interval=0.1,
+    )
+    victim = wait_until(
+        lambda: _flow_run_process(prefect_stack.worker.pid, flow_run_id), 10, "the flow-run process"
+    )
+    victim.kill()  # SIGKILL, mid partial_fit
+    final = wait_until(
+        lambda: (s := _flow_run_state(prefect_stack, flow_run_id)) and s.is_final() and s,
+        60,
+        "the killed run's final state",
+    )
+    assert final.is_crashed() or final.is_failed(), final
+    assert _load_state(prefect_stack, block).model_dump_json() == state_before
+    assert _snapshot(out) == files_before
+
+    # The lock's lease of the dead run expires (60 s); then the next run trains the next batch.
+    recovered = _run(prefect_stack, params)
+    assert recovered.returncode == 0, recovered.stdout[-3000:]
+    state = _load_state(prefect_stack, block)
+    assert state.version == 2
+    assert sum(state.cursor.values()) == 800_000
+
+
+def test_train_all_deployment_completes_and_publishes(prefect_stack):
+    params, block, out = _params(prefect_stack, prefect_stack.data_dir, 1_000)
+    result = _run(prefect_stack, {**params, "n_iter": 4}, deployment="train-all/full")
+    assert result.returncode == 0, result.stdout[-3000:]
+    metadata = json.loads((out / "model.json").read_text())
+    assert metadata["version"] == 1 and metadata["data"]["batches_trained"] == 4
+
+
+def test_deployments_carry_what_prefect_yaml_declares(prefect_stack):
+    with (
+        temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        step = client.read_deployment_by_name("train-step/scheduled")
+        full = client.read_deployment_by_name("train-all/full")
+    for deployment in (step, full):
+        assert deployment.work_pool_name == "it-process-pool"
+        assert deployment.global_concurrency_limit.limit == 1
+        assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
+        assert deployment.parameters["data"]["source"] == str(prefect_stack.data_dir)
+        assert deployment.parameters["data"]["batch_rows"] == 100_000
+        assert deployment.parameters["hyperparams"] == {"model": "sgd", "alpha": 0.0}
+        assert deployment.parameters["state_block"] == "it-default"
+        assert deployment.pull_steps == [
+            {
+                "prefect.deployments.steps.set_working_directory": {
+                    "directory": str(Path(__file__).resolve().parents[2])
+                }
+            }
+        ]
+    assert full.parameters["n_iter"] is None and full.parameters["delay"] == 0.0
+    assert full.schedules == []
+    (schedule,) = step.schedules
+    assert schedule.schedule.cron == "0 0 1 1 *"
+    assert schedule.schedule.timezone == "UTC"
+    assert schedule.active
+    schema = step.parameter_openapi_schema
+    assert {"data", "hyperparams", "out_dir", "state_block", "reset"} <= set(schema["properties"])
+
+
+def test_a_cron_schedule_produces_runs_that_the_worker_executes(prefect_stack):
+    prefect_stack.deploy(cron="* * * * *")
+    try:
+
+        def completed_scheduled_run():
+            with (
+                temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}),
+                get_client(sync_client=True) as client,
+            ):
+                deployment = client.read_deployment_by_name("train-step/scheduled")
+                from prefect.client.schemas.filters import (
+                    DeploymentFilter,
+                    DeploymentFilterId,
+                )
+
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+                )
+            return [r for r in runs if r.auto_scheduled and r.state and r.state.is_completed()]
+
+        runs = wait_until(
+            completed_scheduled_run, 150, "a cron-scheduled run to complete", interval=2
+        )
+        assert runs
+        metadata = json.loads((prefect_stack.out_dir / "model.json").read_text())
+        assert metadata["version"] >= 1
+    finally:
+        prefect_stack.deploy()  # back to a schedule that never fires during the tests
