@@ -26,9 +26,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--mode",
-        choices=["all", "single"],
+        choices=["all", "single", "serve", "validate"],
         default="all",
-        help="all: every remaining batch (train-all); single: one batch (train-step)",
+        help="all: every remaining batch (train-all); single: one batch (train-step); "
+        "serve: serve both flows from this process, train-step on --cron (needs a Prefect "
+        "server); validate: only check the data (no Prefect, nothing written)",
     )
     parser.add_argument(
         "--data",
@@ -64,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--reset", action="store_true", help="start a new model instead of resuming the saved state"
+    )
+    parser.add_argument(
+        "--cron", default="*/10 * * * *", help="--mode serve: cron schedule (UTC) of train-step"
     )
     parser.add_argument(
         "--dask-address",
@@ -121,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.mode == "validate":
+        return _validate(data)
 
     if args.dask_address:
         os.environ["LINREG_DASK_ADDRESS"] = args.dask_address  # also for --mode serve
@@ -156,6 +163,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_FAILED
     _print_result(result, out_dir)
+    return 0
+
+
+def _validate(data) -> int:
+    from linreg.errors import DataError
+    from linreg.validation import validate_source
+
+    try:
+        plan = validate_source(data)
+    except DataError as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(
+        f"{data.source}: {len(plan.files)} file(s), {plan.n_rows:,} rows; features "
+        f"{', '.join(plan.features)}; target {plan.target}"
+    )
     return 0
 
 

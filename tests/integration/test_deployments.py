@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -228,3 +229,48 @@ def test_a_cron_schedule_produces_runs_that_the_worker_executes(prefect_stack):
         assert metadata["version"] >= 1
     finally:
         prefect_stack.deploy()  # back to a schedule that never fires during the tests
+
+
+def test_serve_mode_runs_both_flows_without_a_worker(prefect_stack):
+    """The background workflow: one long-lived `main.py --mode serve` process."""
+    from tests.integration.processes import start, stop
+
+    env = {**prefect_stack.env, "LINREG_WORK_POOL": "none"}
+    served = start(
+        [
+            sys.executable,
+            "main.py",
+            "--mode",
+            "serve",
+            "--cron",
+            "0 0 1 1 *",
+            "--data",
+            str(prefect_stack.data_dir),
+            "--model",
+            "ols",
+        ],
+        env,
+        prefect_stack.logs / "serve.log",
+    )
+    try:
+
+        def deployed() -> bool:
+            with (
+                temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}),
+                get_client(sync_client=True) as client,
+            ):
+                try:
+                    client.read_deployment_by_name("train-step/served")
+                    client.read_deployment_by_name("train-all/served")
+                except Exception:  # noqa: BLE001 - not registered yet
+                    return False
+            return True
+
+        wait_until(deployed, 90, "the served deployments")
+        params, block, out = _params(prefect_stack, prefect_stack.data_dir, 2_000)
+        result = _run(prefect_stack, params, deployment="train-step/served")
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert json.loads((out / "model.json").read_text())["version"] == 1
+        assert _load_state(prefect_stack, block).version == 1
+    finally:
+        stop(served)
