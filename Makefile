@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HOST ?= 127.0.0.1
 PREFECT_PORT ?= 4200
 
@@ -33,7 +34,7 @@ LINREG_STATE_BLOCK ?= linreg-state
 LINREG_PROJECT_DIR ?= $(CURDIR)
 export LINREG_WORK_POOL LINREG_STEP_CRON LINREG_DATA LINREG_OUT_DIR LINREG_STATE_BLOCK LINREG_PROJECT_DIR
 
-.PHONY: help install run test lint format server worker deploy trigger serve-flows sample-data clean
+.PHONY: help install run test browser lint format server worker deploy trigger serve-flows sample-data clean
 
 ## Show this help
 help:
@@ -46,9 +47,14 @@ install: $(INSTALLED)
 run: install
 	$(PY) main.py --mode all --reset
 
-## Run the whole test suite (installs what it needs)
-test: install
+## Run the whole test suite (installs what it needs, Chromium for the UI test included)
+test: install browser
 	$(PY) -m pytest
+
+## Install headless Chromium from Debian's packages for the UI test, if missing
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
 ## Lint: ruff check and ruff format --check
 lint: install

@@ -48,8 +48,8 @@ class PrefectStack:
             check=False,
         )
 
-    def deploy(self, cron: str = "0 0 1 1 *") -> subprocess.CompletedProcess:
-        result = self.prefect("--no-prompt", "deploy", "--all", LINREG_STEP_CRON=cron)
+    def deploy(self, cron: str = "0 0 1 1 *", **env: str) -> subprocess.CompletedProcess:
+        result = self.prefect("--no-prompt", "deploy", "--all", LINREG_STEP_CRON=cron, **env)
         assert result.returncode == 0, result.stdout + result.stderr
         return result
 

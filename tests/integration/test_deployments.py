@@ -202,7 +202,10 @@ def test_deployments_carry_what_prefect_yaml_declares(prefect_stack):
 
 
 def test_a_cron_schedule_produces_runs_that_the_worker_executes(prefect_stack):
-    prefect_stack.deploy(cron="* * * * *")
+    cron_out = prefect_stack.logs / "cron-out"
+    prefect_stack.deploy(
+        cron="* * * * *", LINREG_STATE_BLOCK="it-cron", LINREG_OUT_DIR=str(cron_out)
+    )
     try:
 
         def completed_scheduled_run():
@@ -225,7 +228,7 @@ def test_a_cron_schedule_produces_runs_that_the_worker_executes(prefect_stack):
             completed_scheduled_run, 150, "a cron-scheduled run to complete", interval=2
         )
         assert runs
-        metadata = json.loads((prefect_stack.out_dir / "model.json").read_text())
+        metadata = json.loads((cron_out / "model.json").read_text())
         assert metadata["version"] >= 1
     finally:
         prefect_stack.deploy()  # back to a schedule that never fires during the tests
