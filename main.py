@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from linreg.config import DataConfig, HyperParams, Settings
     from linreg.errors import DataError, ModelFileError, StateError
+    from linreg.state import check_state_name
     from linreg.synthetic import write_dataset
 
     settings = Settings.from_env()
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--n-iter must be at least 1")
         if args.delay < 0:
             raise ValueError("--delay must not be negative")
-    except ValueError as error:
+        state_block = check_state_name(args.state_block or settings.state_block)
+    except (ValueError, StateError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.mode == "validate":
@@ -136,7 +138,6 @@ def main(argv: list[str] | None = None) -> int:
 
     route_console_logs_to_stdout()
     out_dir = args.out or settings.out_dir
-    state_block = args.state_block or settings.state_block
     runner = dask_task_runner(args.dask_address)
     common = {
         "data": data,

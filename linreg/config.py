@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ModelKind = Literal["sgd", "ols"]
 
@@ -47,6 +47,12 @@ class HyperParams(BaseModel):
     power_t: float = Field(0.25, ge=0.0, description="SGD inverse-scaling exponent.")
     average: bool = Field(False, description="Averaged SGD (ASGD).")
     random_state: int = Field(0, ge=0, description="Seed of SGD's in-batch shuffling.")
+
+    @model_validator(mode="after")
+    def _optimal_needs_alpha(self) -> HyperParams:
+        if self.model == "sgd" and self.learning_rate == "optimal" and self.alpha <= 0:
+            raise ValueError("learning_rate 'optimal' needs alpha > 0 (it sets the step size)")
+        return self
 
 
 @dataclass(frozen=True)

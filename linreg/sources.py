@@ -41,6 +41,12 @@ class DataFile:
     numeric_columns: frozenset[str]
 
 
+def canonical_source(source: str) -> str:
+    """One spelling per source: ``data/x``, ``./data/x/`` and ``file:///abs/data/x`` agree."""
+    fs, path = url_to_fs(source)
+    return fs.unstrip_protocol(path).rstrip("/")
+
+
 def file_format(path: str) -> FileFormat | None:
     lowered = path.lower()
     if lowered.endswith(PARQUET_SUFFIXES):

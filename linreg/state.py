@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
 from linreg.errors import StateError
+from linreg.sources import canonical_source
 
 
 def fingerprint(source: str, features: list[str], target: str, model: str) -> str:
     """A stable digest of what a model is trained on; a change means a different model."""
     identity = {
-        "source": source.rstrip("/"),
+        "source": canonical_source(source),
         "features": features,
         "target": target,
         "model": model,
@@ -99,6 +101,18 @@ class InMemoryStateStore:
         stored = None if self._state is None else self._state.version
         check_expected_version(self.name, stored, expected_version)
         self._state = state.model_copy(deep=True)
+
+
+STATE_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+
+
+def check_state_name(name: str) -> str:
+    """Prefect block names allow lowercase letters, digits and dashes only."""
+    if not re.fullmatch(STATE_NAME_PATTERN, name):
+        raise StateError(
+            f"state block name '{name}' is invalid: use lowercase letters, digits and dashes"
+        )
+    return name
 
 
 def check_expected_version(name: str, stored: int | None, expected: int | None) -> None:

@@ -52,7 +52,11 @@ def dask_task_runner(address: str | None = None, workers: int | None = None) -> 
             "n_workers": workers or settings.dask_workers,
             "threads_per_worker": 1,
             "processes": True,
-            "dashboard_address": None,
+            "host": "127.0.0.1",
+            # The scheduler's HTTP endpoint (health, metrics) on a free port, not the fixed
+            # 8787 that a second cluster on the machine would collide with; no dashboard.
+            "dashboard_address": "127.0.0.1:0",
+            "scheduler_kwargs": {"dashboard": False},
             # A task's exception reaches the flow (and its logs) with its message; the
             # worker's own "Compute Failed" report would repeat it on stderr.
             "silence_logs": logging.CRITICAL,

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from linreg.config import HyperParams
 from linreg.errors import StateError
-from linreg.state import TrainingState, check_expected_version, fingerprint
+from linreg.state import TrainingState, check_expected_version, check_state_name, fingerprint
 from linreg.validation import SourcePlan
 from tasks.runtime import IO_RETRY_DELAYS, retry_unless_permanent
 
@@ -74,6 +74,7 @@ def load_state(
 ) -> LoadedState:
     """Load the training state from its block, or start fresh (none saved, or --reset)."""
     logger = get_run_logger()
+    check_state_name(state_block)
     stored = PrefectBlockStateStore(state_block).load()
     features = list(plan.features)
     expected = fingerprint(plan.source, features, plan.target, hyperparams.model)

@@ -122,6 +122,13 @@ def _bad_input(tmp_path: Path, kind: str) -> tuple[list[str], str]:
         return ["--data", str(root)], "x.parquet: not a readable Parquet file"
     if kind == "missing-path":
         return ["--data", str(tmp_path / "absent.csv")], "absent.csv: no such file or directory"
+    if kind == "bad-state-block":
+        return [
+            "--data",
+            str(write_csv(root / "a.csv", good)),
+            "--state-block",
+            "Bad_Name",
+        ], "state block name 'Bad_Name' is invalid"
     if kind == "bad-test-fraction":
         return [
             "--data",
@@ -144,6 +151,7 @@ def _bad_input(tmp_path: Path, kind: str) -> tuple[list[str], str]:
         "corrupt-parquet",
         "missing-path",
         "bad-test-fraction",
+        "bad-state-block",
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_changes_nothing(trained, tmp_path, kind):
