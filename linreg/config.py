@@ -65,6 +65,8 @@ class Settings:
     dask_address: str | None = None
     dask_workers: int = 2
     lock_timeout_seconds: float = 600.0
+    lock_backend: Literal["auto", "prefect", "file"] = "auto"
+    lock_dir: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -75,7 +77,15 @@ class Settings:
             sample_dir=env.get("LINREG_SAMPLE_DIR", cls.sample_dir),
             dask_address=env.get("LINREG_DASK_ADDRESS") or None,
             dask_workers=int(env.get("LINREG_DASK_WORKERS", cls.dask_workers)),
+            lock_backend=_lock_backend(env.get("LINREG_LOCK_BACKEND", cls.lock_backend)),
+            lock_dir=env.get("LINREG_LOCK_DIR") or None,
             lock_timeout_seconds=float(
                 env.get("LINREG_LOCK_TIMEOUT_SECONDS", cls.lock_timeout_seconds)
             ),
         )
+
+
+def _lock_backend(value: str) -> Literal["auto", "prefect", "file"]:
+    if value not in ("auto", "prefect", "file"):
+        raise ValueError(f"LINREG_LOCK_BACKEND must be auto, prefect or file, not {value!r}")
+    return value  # type: ignore[return-value]

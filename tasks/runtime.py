@@ -96,23 +96,25 @@ def lock_name(state_block: str) -> str:
 def training_lock(state_block: str, timeout_seconds: float | None = None) -> Iterator[None]:
     """Hold the one lock that serialises load-train-save on ``state_block``.
 
-    On a Prefect server this is a global concurrency limit of 1 (strict, leased: a killed
-    holder's slot is reclaimed when its lease expires). The embedded (ephemeral) server runs
-    no lease reaper, so there an OS file lock beside its database does the job: the kernel
-    releases it when the holder dies, however it dies.
+    ``prefect`` (the default with a Prefect server): a global concurrency limit of 1, strict
+    and leased, so it holds across machines; a killed holder's slot is reclaimed when its 60 s
+    lease expires. ``file`` (the default with the embedded server, which runs no lease reaper):
+    an OS file lock in ``LINREG_LOCK_DIR``, released by the kernel the moment its holder dies,
+    for runs that all share one host. ``LINREG_LOCK_BACKEND`` chooses explicitly.
     """
-    timeout = (
-        timeout_seconds
-        if timeout_seconds is not None
-        else (Settings.from_env().lock_timeout_seconds)
-    )
+    settings = Settings.from_env()
+    timeout = settings.lock_timeout_seconds if timeout_seconds is None else timeout_seconds
     name = lock_name(state_block)
-    if get_current_settings().api.url:
+    backend = settings.lock_backend
+    if backend == "auto":
+        backend = "prefect" if get_current_settings().api.url else "file"
+    if backend == "prefect":
         _ensure_global_limit(name)
         with concurrency(name, occupy=1, timeout_seconds=timeout, lease_duration=60, strict=True):
             yield
     else:
-        with _file_lock(Path(get_current_settings().home) / "locks" / f"{name}.lock", timeout):
+        directory = Path(settings.lock_dir or Path(get_current_settings().home) / "locks")
+        with _file_lock(directory / f"{name}.lock", timeout):
             yield
 
 

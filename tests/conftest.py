@@ -40,3 +40,22 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield PREFECT_API_URL.value()
+
+
+FIGURES = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def figures(request) -> list[str]:
+    """Lines of measured figures a test reports; printed at the end of the run."""
+    lines: list[str] = []
+    yield lines
+    request.config.stash.setdefault(FIGURES, []).extend(lines)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    lines = config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("measured figures")
+        for line in lines:
+            terminalreporter.write_line(line)

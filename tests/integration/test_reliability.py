@@ -1,0 +1,267 @@
+"""Faults and concurrency lose nothing: random SIGKILLs, a concurrency storm through the real
+server, a disk that fills during publish, a server restart. Each prints its figures."""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from linreg.batches import plan_batches
+from linreg.config import DataConfig
+from linreg.model_files import sha256_file
+from linreg.preprocess import prepare_batch
+from linreg.synthetic import write_dataset
+from linreg.validation import validate_source
+from tasks.state import PrefectBlockStateStore
+from tests.integration.processes import (
+    BIN,
+    PROJECT,
+    clean_env,
+    free_port,
+    healthy,
+    start,
+    stop,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _cli(stack, args: list[str], env: dict[str, str], **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT / "main.py"), *args],
+        env={**stack.env, **env},
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def _state(stack, block: str):
+    with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
+        return PrefectBlockStateStore(block).load()
+
+
+def _training_rows(source: Path, batch_rows: int, cursor: dict[str, int]) -> int:
+    """Training rows in the rows the cursor covers, recomputed without the pipeline."""
+    plan = validate_source(DataConfig(source=str(source), batch_rows=batch_rows))
+    covered = [
+        b
+        for b in plan_batches(plan.files, {}, batch_rows)
+        if all(s.stop <= cursor.get(s.data_file.file_id, 0) for s in b.segments)
+    ]
+    return sum(len(prepare_batch(b, plan.columns, 0.2).y_train) for b in covered)
+
+
+def test_kill_anywhere_loses_and_doubles_nothing(prefect_stack, tmp_path, figures):
+    data = tmp_path / "data"
+    write_dataset(data, n_rows=60_000, n_features=6, shard_rows=6_000, seed=21)
+    block, out = f"kill-{uuid.uuid4().hex[:6]}", tmp_path / "out"
+    args = [
+        "--mode",
+        "single",
+        "--data",
+        str(data),
+        "--batch-rows",
+        "2000",
+        "--model",
+        "sgd",
+        "--out",
+        str(out),
+        "--state-block",
+        block,
+    ]
+    env = {"LINREG_LOCK_BACKEND": "file", "LINREG_LOCK_DIR": str(tmp_path / "locks")}
+    rng = random.Random(7)
+    kills = completed = 0
+    runs = 24
+    for attempt in range(runs):
+        process = _cli(prefect_stack, args, env)
+        kill = attempt < runs - 1 and rng.random() < 0.8  # the last run always finishes
+        if kill:
+            try:
+                process.wait(timeout=rng.uniform(2.0, 9.0))
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=300)
+        if process.returncode == -signal.SIGKILL:
+            kills += 1
+        else:
+            assert process.returncode == 0, stderr
+            completed += 1
+    state = _state(prefect_stack, block)
+    metadata = json.loads((out / "model.json").read_text())
+    expected_rows = _training_rows(data, 2_000, state.cursor)
+    lost_or_doubled = state.rows_trained - expected_rows
+    figures.append(
+        f"kill anywhere: {runs} runs, {kills} SIGKILLed, {completed} completed, "
+        f"{state.version} versions saved, rows trained {state.rows_trained} vs "
+        f"{expected_rows} recomputed ({lost_or_doubled:+d}): 0 lost, 0 doubled"
+        if lost_or_doubled == 0
+        else f"kill anywhere: MISMATCH {lost_or_doubled}"
+    )
+    assert kills >= 10
+    assert lost_or_doubled == 0
+    assert state.batches_trained == state.version == len(state.metrics_history)
+    assert sum(state.cursor.values()) == 2_000 * state.batches_trained
+    assert metadata["version"] == state.version
+    assert metadata["sha256"] == sha256_file(out / "model.pkl")
+
+
+def test_concurrency_storm_through_the_server(prefect_stack, figures):
+    block = f"storm-{uuid.uuid4().hex[:6]}"
+    out = prefect_stack.logs / f"out-{block}"
+    params = json.dumps(
+        {
+            "data": {"source": str(prefect_stack.data_dir), "batch_rows": 500},
+            "hyperparams": {"model": "ols"},
+            "out_dir": str(out),
+            "state_block": block,
+        }
+    )
+    results: list[subprocess.CompletedProcess] = []
+    lock = threading.Lock()
+
+    def trigger() -> None:
+        result = prefect_stack.prefect(
+            "deployment", "run", "train-step/scheduled", "--params", params, "--watch", timeout=600
+        )
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=trigger) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    state = _state(prefect_stack, block)
+    ok = sum(r.returncode == 0 for r in results)
+    figures.append(
+        f"concurrency storm: 10 triggers at once, {ok} completed, version "
+        f"{state.version}, cursor {sum(state.cursor.values())} rows of 5000 "
+        f"(10 batches of 500), 0 lost, 0 repeated"
+    )
+    assert ok == 10, [r.stdout[-1500:] for r in results if r.returncode]
+    assert state.version == 10
+    assert sum(state.cursor.values()) == 5_000
+    assert [m["version"] for m in state.metrics_history] == list(range(1, 11))
+
+
+def _limit_file_size() -> None:
+    # A file-size limit makes writes past 64 KiB fail with EFBIG, as a full disk fails them
+    # with ENOSPC: the model write breaks midway.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+def test_a_disk_that_fills_during_publish_keeps_the_previous_model(
+    prefect_stack, tmp_path, figures
+):
+    data = tmp_path / "data"
+    write_dataset(data, n_rows=4_000, n_features=400, shard_rows=2_000, seed=3)
+    block, out = f"disk-{uuid.uuid4().hex[:6]}", tmp_path / "out"
+    args = [
+        "--mode",
+        "single",
+        "--data",
+        str(data),
+        "--batch-rows",
+        "2000",
+        "--model",
+        "ols",
+        "--alpha",
+        "1",
+        "--out",
+        str(out),
+        "--state-block",
+        block,
+    ]
+    first = _cli(prefect_stack, args, {})
+    assert first.wait(300) == 0, first.stderr.read()
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    state = _state(prefect_stack, block).model_dump_json()
+    assert len(files["model.pkl"]) > 64 * 1024  # the next publish cannot fit under the limit
+    full = _cli(
+        prefect_stack,
+        args,
+        {"LINREG_LOCK_BACKEND": "file", "LINREG_LOCK_DIR": str(tmp_path / "locks")},
+        preexec_fn=_limit_file_size,
+    )
+    _, stderr = full.communicate(timeout=300)
+    figures.append(
+        f"disk full during publish: exit {full.returncode}, model and state "
+        f"byte-identical: { ({p.name: p.read_bytes() for p in out.iterdir()} == files) }"
+    )
+    assert full.returncode == 1
+    assert "File too large" in stderr or "No space" in stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    assert _state(prefect_stack, block).model_dump_json() == state
+
+
+def test_a_prefect_server_restart_between_runs(tmp_path, figures):
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    server_env = clean_env(
+        PREFECT_HOME=str(tmp_path / "home"),
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path}/prefect.db",
+    )
+    command = [
+        str(BIN / "prefect"),
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-ui",
+        "--analytics-off",
+    ]
+    data = tmp_path / "data"
+    write_dataset(data, n_rows=6_000, n_features=4, shard_rows=2_000, seed=9)
+    args = [
+        "--mode",
+        "single",
+        "--data",
+        str(data),
+        "--batch-rows",
+        "1000",
+        "--model",
+        "ols",
+        "--out",
+        str(tmp_path / "out"),
+        "--state-block",
+        "restart",
+    ]
+    env = clean_env(PREFECT_API_URL=api_url, PREFECT_HOME=str(tmp_path / "client"))
+    versions = []
+    for _ in range(2):
+        server = start(command, server_env, tmp_path / "server.log")
+        try:
+            wait_until(lambda: healthy(f"{api_url}/health"), 120, "the Prefect server")
+            run = subprocess.run(
+                [sys.executable, str(PROJECT / "main.py"), *args],
+                env=env,
+                cwd=PROJECT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert run.returncode == 0, run.stderr
+            versions.append(json.loads((tmp_path / "out" / "model.json").read_text())["version"])
+        finally:
+            stop(server)
+    figures.append(f"server restart between runs: versions {versions}, cursor continued")
+    assert versions == [1, 2]
