@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_progress_artifact
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import Field
 
 from linreg.config import DataConfig, HyperParams, Settings
@@ -129,7 +129,9 @@ def train_all(
             time.sleep(delay)
         elif delay == 0:
             break
-    if not rounds:
+    if rounds:
+        update_progress_artifact(progress_id, progress=100.0)
+    else:
         logger.info(
             "nothing new to train in %s: version %d stays current",
             data.source,
