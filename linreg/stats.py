@@ -47,18 +47,37 @@ class LeastSquaresStats:
         return len(self.x_shift)
 
     @classmethod
-    def from_arrays(cls, x: np.ndarray, y: np.ndarray) -> LeastSquaresStats:
-        """Statistics of the rows of ``x`` (n_samples, n_features) and ``y`` (n_samples,)."""
+    def from_arrays(cls, x: np.ndarray, y: np.ndarray, block_rows: int = 4096) -> LeastSquaresStats:
+        """Statistics of the rows of ``x`` (n_samples, n_features) and ``y`` (n_samples,).
+
+        The rows are taken ``block_rows`` at a time, each block centred on its own mean and
+        reduced by a QR that stays in the CPU cache, and the blocks merged as a pairwise tree
+        (TSQR). That is several times faster than one Householder QR of the whole tall matrix,
+        at least as accurate (local centring, rounding growing with log of the block count),
+        and it never builds the whole augmented matrix in memory.
+        """
         n, p = x.shape
+        if n <= block_rows:
+            return cls._from_block(x, y)
+        blocks = [
+            cls._from_block(x[start : start + block_rows], y[start : start + block_rows])
+            for start in range(0, n, block_rows)
+        ]
+        return cls.merge_all(blocks)
+
+    @classmethod
+    def _from_block(cls, x: np.ndarray, y: np.ndarray) -> LeastSquaresStats:
+        n, p = x.shape
+        k = p + 2
         if n == 0:
-            return cls(0, np.zeros(p), 0.0, np.zeros((p + 2, p + 2)))
+            return cls(0, np.zeros(p), 0.0, np.zeros((k, k)))
         x_shift = x.mean(axis=0)
         y_shift = float(y.mean())
-        augmented = np.empty((n, p + 2))
+        augmented = np.empty((n, k))
         augmented[:, 0] = 1.0
         np.subtract(x, x_shift, out=augmented[:, 1 : p + 1])
         np.subtract(y, y_shift, out=augmented[:, p + 1])
-        return cls(n, x_shift, y_shift, _square_r(np.linalg.qr(augmented, mode="r"), p + 2))
+        return cls(n, x_shift, y_shift, _square_r(np.linalg.qr(augmented, mode="r"), k))
 
     def shifted(self, x_shift: np.ndarray, y_shift: float) -> np.ndarray:
         """R of the same rows centred at ``x_shift``, ``y_shift`` instead."""
