@@ -153,7 +153,7 @@ def test_concurrency_storm_through_the_server(prefect_stack, figures):
         f"{state.version}, cursor {sum(state.cursor.values())} rows of 5000 "
         f"(10 batches of 500), 0 lost, 0 repeated"
     )
-    assert ok == 10, [r.stdout[-1500:] for r in results if r.returncode]
+    assert ok == 10, [r.stdout[-1500:] + r.stderr[-3000:] for r in results if r.returncode]
     assert state.version == 10
     assert sum(state.cursor.values()) == 5_000
     assert [m["version"] for m in state.metrics_history] == list(range(1, 11))

@@ -1,0 +1,66 @@
+"""gunicorn settings for the prediction service, from the environment.
+
+    gunicorn -c serving/gunicorn.conf.py serving.wsgi:app
+
+HOST (127.0.0.1) and PORT (8000) give the bind address; GUNICORN_WORKERS (2) processes of
+GUNICORN_THREADS (4) threads each; GUNICORN_TIMEOUT (30 s) before a stuck worker is killed,
+GUNICORN_GRACEFUL_TIMEOUT (20 s) to finish in-flight requests on SIGTERM, GUNICORN_KEEPALIVE
+(5 s); LOG_LEVEL (info); ACCESS_LOG ("-": JSON lines on stdout; empty: off). The app's own
+settings (MODEL_DIR...) are in serving/settings.py. Metrics of all workers are summed through
+PROMETHEUS_MULTIPROC_DIR: a temporary directory when it is unset, emptied at start when set.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+# Threads: an idle keep-alive connection or a slow client does not block the worker.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# No runtime control socket: it would live under $HOME, which the container does not have,
+# and two servers on one machine would share it. Kubernetes or the shell manage the process.
+control_socket_disable = True
+
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+errorlog = "-"
+# ACCESS_LOG: where the JSON access log goes ("-": stdout); empty turns it off.
+accesslog = os.environ.get("ACCESS_LOG", "-") or None
+logger_class = "serving.gunicorn_logging.JsonLogger"
+# The heartbeat file goes to memory: no disk writes, and /tmp may be read-only or small.
+# gunicorn creates it with mkstemp (unique name, mode 0600), so the shared directory is safe.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # nosec B108
+
+_created_metrics_dirs: list[str] = []
+
+
+def on_starting(server):
+    """Prepare PROMETHEUS_MULTIPROC_DIR before any worker imports prometheus_client."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="linreg-serving-metrics-")
+        _created_metrics_dirs.append(directory)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    # Files left by an earlier run would be counted again.
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    server.log.info("prometheus multiprocess directory: %s", directory)
+
+
+def child_exit(server, worker):
+    """Drop the live gauges (model version) of a worker that exited."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    for directory in _created_metrics_dirs:
+        shutil.rmtree(directory, ignore_errors=True)

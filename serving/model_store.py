@@ -1,0 +1,204 @@
+"""The served model and the store that hot-swaps it when the pipeline publishes a new one.
+
+A linear model is a dot product, so the service keeps only the verified estimator's ``coef_``
+and ``intercept_`` and predicts with ``X @ coef + intercept``: no scikit-learn input
+validation per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from linreg.model_files import METADATA_FILE, load_verified_model
+
+logger = logging.getLogger("serving")
+
+# (device, inode, size, mtime): the publisher renames a new file into place, so a new
+# version always has a new inode, whatever the file system's mtime resolution.
+FileSignature = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """A published linear model, reduced to what prediction needs.
+
+    Attributes
+    ----------
+    version : int
+    features : tuple of str
+        Feature names in the order of ``coef``.
+    coef : ndarray of shape (n_features,)
+    intercept : float
+    metadata : dict
+        The ``model.json`` it was published with.
+    """
+
+    version: int
+    features: tuple[str, ...]
+    coef: np.ndarray
+    intercept: float
+    metadata: dict[str, Any]
+    feature_set: frozenset[str] = field(init=False, repr=False)
+    row_values: Callable[[dict[str, Any]], tuple[Any, ...]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_set", frozenset(self.features))
+        getter = itemgetter(*self.features)
+        # itemgetter of one key returns the value, not a 1-tuple.
+        values = getter if len(self.features) > 1 else (lambda row: (getter(row),))
+        object.__setattr__(self, "row_values", values)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predictions of shape (n_samples,) for ``X`` of shape (n_samples, n_features)."""
+        return X @ self.coef + self.intercept
+
+
+def linear_model_from(estimator: Any, metadata: dict[str, Any]) -> LinearModel:
+    """Check that ``estimator`` is the linear model ``metadata`` describes; raise ValueError."""
+    version = metadata.get("version")
+    if type(version) is not int:
+        raise ValueError(f"model.json: version must be an integer, got {version!r}")
+    features = metadata.get("features")
+    if (
+        not isinstance(features, list)
+        or not features
+        or not all(isinstance(name, str) for name in features)
+        or len(set(features)) != len(features)
+    ):
+        raise ValueError("model.json: features must be a non-empty list of distinct names")
+    try:
+        coef = np.array(estimator.coef_, dtype=np.float64)
+        intercept = np.asarray(estimator.intercept_, dtype=np.float64)
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ValueError(f"model.pkl is not a fitted linear model ({error})") from None
+    if coef.shape != (len(features),):
+        raise ValueError(
+            f"model.pkl: coef_ has shape {coef.shape}, but model.json lists "
+            f"{len(features)} features"
+        )
+    if intercept.size != 1:
+        raise ValueError(f"model.pkl: intercept_ has shape {intercept.shape}; expected a scalar")
+    intercept_value = float(intercept.reshape(()))
+    if not (np.isfinite(coef).all() and math.isfinite(intercept_value)):
+        raise ValueError("model.pkl: coef_ or intercept_ is not finite")
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None and list(names) != features:
+        raise ValueError("model.pkl: feature_names_in_ differ from model.json's features")
+    if "coef" in metadata and not np.allclose(metadata["coef"], coef, rtol=1e-9, atol=0.0):
+        raise ValueError("model.pkl: coef_ differs from model.json's coef")
+    coef.setflags(write=False)
+    return LinearModel(version, tuple(features), coef, intercept_value, metadata)
+
+
+def file_signature(path: Path) -> FileSignature | None:
+    """What identifies one published ``model.json``; None if there is none."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+class ModelStore:
+    """The model a worker serves, reloaded when a new ``model.json`` is published.
+
+    ``current()`` costs a clock read per call and at most one ``stat`` of ``model.json`` per
+    ``check_interval_s``. When the file changed, the new pair is loaded (sha256 verified)
+    and swapped in with one reference assignment, so a request that took the old model
+    finishes with it. A model that fails to load is refused, logged and reported to
+    ``on_failure`` once, and the last good one keeps serving.
+
+    Parameters
+    ----------
+    model_dir : str or Path
+    check_interval_s : float
+    on_loaded, on_failure : callable, optional
+        Told about each model swapped in, and each refused one.
+    clock : callable
+        Monotonic seconds (a fake in tests).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        check_interval_s: float,
+        on_loaded: Callable[[LinearModel], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.check_interval_s = check_interval_s
+        self._on_loaded = on_loaded
+        self._on_failure = on_failure
+        self._clock = clock
+        self._model: LinearModel | None = None
+        self._signature: FileSignature | None = None
+        self._next_check = float("-inf")
+        self._lock = threading.Lock()
+
+    def current(self) -> LinearModel | None:
+        """The model to serve (None until one loads), checking for a new one when due."""
+        if self._clock() >= self._next_check:
+            self.refresh()
+        return self._model
+
+    def refresh(self) -> None:
+        """Load the published model if ``model.json`` changed since the last attempt."""
+        # Another thread already checking means the check is in hand: serve what we have.
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._next_check = self._clock() + self.check_interval_s
+            signature = file_signature(self.model_dir / METADATA_FILE)
+            if signature == self._signature:
+                return
+            # Remembered before loading: a broken model is refused (and counted) once, and a
+            # model.json replaced while we read gets a new signature, so it is read again.
+            self._signature = signature
+            if signature is None:
+                if self._model is not None:
+                    logger.warning(
+                        "%s disappeared; still serving version %d",
+                        self.model_dir / METADATA_FILE,
+                        self._model.version,
+                    )
+                return
+            self._load()
+        finally:
+            self._lock.release()
+
+    def _load(self) -> None:
+        try:
+            estimator, metadata = load_verified_model(self.model_dir)
+            model = linear_model_from(estimator, metadata)
+        # Anything can come out of a bad pickle (EOFError, UnpicklingError, ImportError...);
+        # whatever it is, the new model is refused and the last good one keeps serving.
+        except Exception as error:
+            serving = f"version {self._model.version}" if self._model else "no model"
+            message = f"refused the model published in {self.model_dir}: {error}"
+            logger.error("%s; still serving %s", message, serving)
+            if self._on_failure is not None:
+                self._on_failure(message)
+            return
+        previous = self._model
+        self._model = model
+        logger.info(
+            "serving model version %d from %s (sha256 %s)%s",
+            model.version,
+            self.model_dir,
+            str(metadata.get("sha256"))[:12],
+            f", replacing version {previous.version}" if previous else "",
+        )
+        if self._on_loaded is not None:
+            self._on_loaded(model)

@@ -1,0 +1,256 @@
+"""The service as it runs: gunicorn with two worker processes, over a model the pipeline
+published, on a free 127.0.0.1 port; every server is stopped by its PID."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.serving.support import (
+    BODY_MARKER,
+    FEATURES,
+    JSON,
+    MALFORMED,
+    MAX_BODY_BYTES,
+    WRONG_ROUTES,
+    GunicornServer,
+    HttpClient,
+    Response,
+    TrainedModel,
+    expected_predictions,
+    publish_mismatched,
+    requests_counted,
+    scrape,
+)
+
+pytestmark = pytest.mark.integration
+
+ROWS = [[1.5, -2.0, 300.0, 4.0], [0.0, 0.0, 0.0, 0.0], [-1e3, 2.5e-3, 7, 123456789]]
+
+
+def test_predictions_are_x_times_coef_plus_intercept_from_model_json(
+    server: GunicornServer, http: HttpClient
+) -> None:
+    metadata = json.loads((server.model_dir / "model.json").read_text())
+    for instances in (ROWS, [dict(zip(FEATURES, row, strict=True)) for row in ROWS]):
+        response = http.predict({"instances": instances})
+        assert response.status == 200
+        assert response.headers["Content-Type"] == JSON
+        body = response.json()
+        assert body["model_version"] == 1
+        np.testing.assert_allclose(
+            body["predictions"], expected_predictions(metadata, ROWS), rtol=1e-12
+        )
+
+
+def test_health_readiness_model_and_openapi(server: GunicornServer, http: HttpClient) -> None:
+    assert http.request("GET", "/healthz").json() == {"status": "ok"}
+    assert http.request("GET", "/readyz").json() == {"status": "ready", "model_version": 1}
+    assert http.request("GET", "/model").json()["features"] == FEATURES
+    assert "/predict" in http.request("GET", "/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "message"),
+    [case[1:] for case in MALFORMED],
+    ids=[case[0] for case in MALFORMED],
+)
+def test_malformed_requests_get_a_4xx_json_error(
+    http: HttpClient, body: bytes, content_type: str | None, status: int, message: str
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    _assert_error(http.request("POST", "/predict", body, headers), status, message)
+
+
+@pytest.mark.parametrize(("method", "path", "status", "message"), WRONG_ROUTES)
+def test_wrong_methods_and_paths_get_json_errors(
+    http: HttpClient, method: str, path: str, status: int, message: str
+) -> None:
+    _assert_error(http.request(method, path), status, message)
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off_with_413(http: HttpClient) -> None:
+    # No Content-Length: the limit is enforced while reading. Only a little over it, so that
+    # gunicorn can drain the unread rest (64 KiB at most) and keep the connection.
+    row = b'{"instances": [[1, 2, 3, 4]]}'
+    body = row + b" " * (MAX_BODY_BYTES - len(row) + 10)
+    response = http.request("POST", "/predict", body, {"Content-Type": JSON}, chunked=True)
+    _assert_error(response, 413, f"larger than {MAX_BODY_BYTES} bytes")
+
+
+def test_metrics_count_what_was_sent_across_both_workers(
+    server: GunicornServer, http: HttpClient
+) -> None:
+    before = scrape(http)
+    sent = {("/predict", "200"): 7, ("/predict", "422"): 3, ("/predict", "415"): 2}
+    sent[("other", "404")] = 2
+    for (endpoint, status), count in sent.items():
+        for _ in range(count):
+            client = HttpClient(server.port)  # a new connection each: both workers get some
+            if status == "200":
+                client.predict({"instances": ROWS})
+            elif status == "422":
+                client.predict({"instances": []})
+            elif status == "415":
+                client.request("POST", endpoint, b"{}", {"Content-Type": "text/plain"})
+            else:
+                client.request("GET", "/not-an-endpoint")
+            client.close()
+    after = scrape(http)
+    for (endpoint, status), count in sent.items():
+        counted = requests_counted(after, endpoint, status) - requests_counted(
+            before, endpoint, status
+        )
+        assert counted == count, (endpoint, status)
+    histogram = ("linreg_serving_request_duration_seconds_count",)
+    key = histogram + ((("endpoint", "/predict"), ("status", "200")),)
+    assert after[key] - before.get(key, 0) == 7
+    versions = {
+        labels: value
+        for (name, labels), value in after.items()
+        if name == "linreg_serving_model_version"
+    }
+    assert len(versions) == 2  # one live gauge per worker process
+    assert set(versions.values()) == {1.0}
+    assert after[("linreg_serving_model_reload_failures_total", ())] == 0
+
+
+def test_access_log_lines_are_json(server: GunicornServer, http: HttpClient) -> None:
+    http.request("GET", f"/healthz?{BODY_MARKER}=1")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        healthz = [record for record in records if record["path"] == "/healthz"]
+        if healthz:
+            break
+        time.sleep(0.05)
+    assert healthz, server.log()[-2000:]
+    assert healthz[-1]["status"] == 200
+    assert healthz[-1]["method"] == "GET"
+    assert {"time", "remote", "bytes", "duration_ms", "pid"} <= set(healthz[-1])
+
+
+def test_a_new_version_published_under_load_switches_with_no_failed_request(
+    own_server: GunicornServer, trained: TrainedModel, retrained: TrainedModel
+) -> None:
+    expected = {
+        1: expected_predictions(trained.metadata, ROWS),
+        2: expected_predictions(retrained.metadata, ROWS),
+    }
+    results: list[tuple[float, int, dict | str]] = []
+    retries: list[int] = []
+    stop = threading.Event()
+    published_at: list[float] = []
+
+    def client_loop() -> None:
+        # Bounded in count and time, whatever happens; loopback only.
+        client = HttpClient(own_server.port)
+        deadline = time.monotonic() + 20
+        for _ in range(3_000):
+            if stop.is_set() or time.monotonic() > deadline:
+                break
+            try:
+                response = client.predict({"instances": ROWS})
+                outcome = response.json() if response.status == 200 else response.body.decode()
+                results.append((time.monotonic(), response.status, outcome))
+            except Exception as error:  # noqa: BLE001 - recorded as a failed request
+                results.append((time.monotonic(), 0, repr(error)))
+                client.close()
+        retries.append(client.retries)  # a request sent twice would hide a failure
+        client.close()
+
+    threads = [threading.Thread(target=client_loop) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        published_at.append(time.monotonic())
+        retrained.publish(own_server.model_dir, version=2)
+        settle = published_at[0] + 1.0  # far beyond the 50 ms check interval
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if sum(1 for when, *_ in list(results) if when > settle + 0.5) >= 100:
+                break
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    failed = [(status, outcome) for _, status, outcome in results if status != 200]
+    assert not failed, failed[:5]
+    assert sum(retries) == 0
+    versions = [outcome["model_version"] for _, _, outcome in results]
+    assert set(versions) == {1, 2}
+    for _, _, outcome in results:  # each answer wholly from the version it names
+        np.testing.assert_allclose(
+            outcome["predictions"], expected[outcome["model_version"]], rtol=1e-12
+        )
+    late = [outcome["model_version"] for when, _, outcome in results if when > settle]
+    assert late and set(late) == {2}
+    assert len(results) >= 200
+
+
+def test_a_sha_mismatched_model_is_refused_counted_then_a_good_one_served(
+    own_server: GunicornServer, retrained: TrainedModel
+) -> None:
+    http = HttpClient(own_server.port)
+    before = scrape(http)[("linreg_serving_model_reload_failures_total", ())]
+    publish_mismatched(own_server.model_dir, retrained, version=2)
+    deadline = time.monotonic() + 1.0
+    answers: list[Response] = []
+    while time.monotonic() < deadline:
+        client = HttpClient(own_server.port)  # new connections, so both workers check
+        answers.append(client.predict({"instances": ROWS}))
+        client.close()
+        time.sleep(0.01)
+    assert {(answer.status, answer.json()["model_version"]) for answer in answers} == {(200, 1)}
+    assert http.request("GET", "/readyz").json()["model_version"] == 1
+    after = scrape(http)[("linreg_serving_model_reload_failures_total", ())]
+    assert 1 <= after - before <= 2  # once per worker that looked, not once per request
+    assert "sha256 does not match model.json" in own_server.log()
+
+    retrained.publish(own_server.model_dir, version=3)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if http.predict({"instances": ROWS}).json()["model_version"] == 3:
+            break
+        time.sleep(0.02)
+    assert http.predict({"instances": ROWS}).json()["model_version"] == 3
+    http.close()
+
+    assert own_server.stop() == 0  # SIGTERM: a graceful stop
+    assert "Shutting down" in own_server.log()
+
+
+def test_without_a_model_it_serves_503_until_one_appears(
+    tmp_path: Path, trained: TrainedModel
+) -> None:
+    gunicorn = GunicornServer(tmp_path / "empty", tmp_path).start()
+    http = HttpClient(gunicorn.port)
+    try:
+        assert http.request("GET", "/healthz").status == 200
+        _assert_error(http.request("GET", "/readyz"), 503, "no model is loaded yet")
+        _assert_error(http.predict({"instances": ROWS}), 503, "no model is loaded yet")
+        trained.publish(tmp_path / "empty", version=1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and http.request("GET", "/readyz").status != 200:
+            time.sleep(0.05)
+        assert http.predict({"instances": ROWS}).status == 200
+    finally:
+        http.close()
+        gunicorn.stop()
+
+
+def _assert_error(response: Response, status: int, message: str) -> None:
+    assert response.status == status, response.body[:300]
+    assert response.headers["Content-Type"] == JSON
+    error = response.json()
+    assert set(error) == {"error"}
+    assert message in error["error"]
+    assert BODY_MARKER not in response.body.decode(errors="replace")
