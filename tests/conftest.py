@@ -8,6 +8,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
@@ -53,8 +54,31 @@ def figures(request) -> list[str]:
     request.config.stash.setdefault(FIGURES, []).extend(lines)
 
 
+BAD_INPUTS = pytest.StashKey[dict]()
+
+
+@pytest.fixture
+def refused(request) -> Callable[[str, str], None]:
+    """Record that a bad input of ``kind`` was refused through ``surface`` (CLI, flow,
+    service) with nothing changed; the tally is printed with the figures."""
+
+    def record(surface: str, kind: str) -> None:
+        request.config.stash.setdefault(BAD_INPUTS, {}).setdefault(surface, set()).add(kind)
+
+    return record
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
-    lines = config.stash.get(FIGURES, [])
+    lines = list(config.stash.get(FIGURES, []))
+    tally = config.stash.get(BAD_INPUTS, {})
+    if tally:
+        kinds = set().union(*tally.values())
+        per_surface = ", ".join(f"{where} {len(found)}" for where, found in sorted(tally.items()))
+        lines.append(
+            f"bad-input matrix: {len(kinds)} kinds refused ({per_surface}), each with one "
+            "clear error and a non-zero exit / failed run / 4xx; state and published files "
+            "byte-identical in every case"
+        )
     if lines:
         terminalreporter.section("measured figures")
         for line in lines:

@@ -6,13 +6,17 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import BlockDocumentCreate
 
-from tasks.state import PrefectBlockStateStore
+from tasks.state import TrainingStateBlock
 from tests.conftest import write_csv
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -86,79 +90,141 @@ def trained(prefect_api, synthetic_dir, tmp_path):
     return env, block, out
 
 
-def _bad_input(tmp_path: Path, kind: str) -> tuple[list[str], str]:
-    good = pd.DataFrame(
-        {"x": np.arange(30.0), "z": np.sqrt(np.arange(30.0)), "target": np.arange(30.0)}
-    )
-    root = tmp_path / "bad"
-    if kind == "missing-target":
-        return [
+GOOD = pd.DataFrame(
+    {"x": np.arange(30.0), "z": np.sqrt(np.arange(30.0)), "target": np.arange(30.0)}
+)
+
+
+def _in_dir(root: Path, **files: pd.DataFrame | str) -> Path:
+    """``root`` holding CSV files (a frame) or raw text files (a string), by name."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        path = root / name.replace("_", ".")
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            write_csv(path, content)
+    return root
+
+
+def _truncated_parquet(root: Path) -> Path:
+    root.mkdir(parents=True)
+    GOOD.to_parquet(root / "a.parquet")
+    whole = (root / "a.parquet").read_bytes()
+    (root / "a.parquet").write_bytes(whole[: len(whole) // 2])
+    return root
+
+
+def _dangling_symlink(root: Path) -> Path:
+    _in_dir(root, a_csv=GOOD)
+    (root / "b.csv").symlink_to(root / "gone.csv")
+    return root
+
+
+def _corrupt_parquet(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "x.parquet").write_bytes(b"PAR1\x00\x01garbage")
+    return root
+
+
+# kind -> (arguments for a data set written under root, the message the one error line holds)
+BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], str]] = {
+    "missing-target": (
+        lambda root: ["--data", str(_in_dir(root, a_csv=GOOD.drop(columns="target")))],
+        "a.csv: target column 'target' not found",
+    ),
+    "non-numeric-feature": (
+        lambda root: (
+            ["--data", str(_in_dir(root, a_csv=GOOD.assign(name=["n"] * 30)))]
+            + ["--features", "x,name"]
+        ),
+        "a.csv: feature column 'name' is not numeric",
+    ),
+    "unknown-feature": (
+        lambda root: ["--data", str(_in_dir(root, a_csv=GOOD)), "--features", "x,w"],
+        "a.csv: feature column 'w' not found",
+    ),
+    "extra-column": (
+        lambda root: ["--data", str(_in_dir(root, a_csv=GOOD, b_csv=GOOD.assign(w=1.0)))],
+        "b.csv: columns differ from a.csv (missing [], extra ['w'])",
+    ),
+    "renamed-column": (
+        lambda root: [
             "--data",
-            str(write_csv(root / "a.csv", good.drop(columns="target"))),
-        ], "a.csv: target column 'target' not found"
-    if kind == "non-numeric-feature":
-        path = write_csv(root / "a.csv", good.assign(name=["n"] * 30))
-        return [
-            "--data",
-            str(path),
-            "--features",
-            "x,name",
-        ], "a.csv: feature column 'name' is not numeric"
-    if kind == "empty-source":
-        root.mkdir()
-        return ["--data", str(root)], "no CSV or Parquet files found"
-    if kind == "all-nan":
-        return [
-            "--data",
-            str(write_csv(root / "a.csv", good.assign(target=np.nan))),
-        ], "every one of 30 rows has a missing or non-finite value (column 'target'"
-    if kind == "schema-differs":
-        write_csv(root / "a.csv", good)
-        write_csv(root / "b.csv", good.drop(columns="z"))
-        return ["--data", str(root)], "b.csv: columns differ from a.csv"
-    if kind == "corrupt-parquet":
-        root.mkdir()
-        (root / "x.parquet").write_bytes(b"PAR1\x00\x01garbage")
-        return ["--data", str(root)], "x.parquet: not a readable Parquet file"
-    if kind == "missing-path":
-        return ["--data", str(tmp_path / "absent.csv")], "absent.csv: no such file or directory"
-    if kind == "bad-state-block":
-        return [
-            "--data",
-            str(write_csv(root / "a.csv", good)),
-            "--state-block",
-            "Bad_Name",
-        ], "state block name 'Bad_Name' is invalid"
-    if kind == "bad-test-fraction":
-        return [
-            "--data",
-            str(write_csv(root / "a.csv", good)),
-            "--test-fraction",
-            "1.5",
-        ], "test_fraction"
-    raise AssertionError(kind)
+            str(_in_dir(root, a_csv=GOOD, b_csv=GOOD.rename(columns={"z": "w"}))),
+        ],
+        "b.csv: columns differ from a.csv (missing ['z'], extra",
+    ),
+    "schema-differs": (
+        lambda root: ["--data", str(_in_dir(root, a_csv=GOOD, b_csv=GOOD.drop(columns="z")))],
+        "b.csv: columns differ from a.csv",
+    ),
+    "empty-source": (
+        lambda root: ["--data", str(_in_dir(root))],
+        "no CSV or Parquet files found",
+    ),
+    "empty-file": (
+        lambda root: ["--data", str(_in_dir(root, a_csv=GOOD, b_csv=""))],
+        "b.csv: empty file (no header)",
+    ),
+    "header-only": (
+        lambda root: ["--data", str(_in_dir(root, a_csv="x,z,target\n"))],
+        "no data rows (every file is empty or header only)",
+    ),
+    "all-nan": (
+        lambda root: ["--data", str(_in_dir(root, a_csv=GOOD.assign(target=np.nan)))],
+        "every one of 30 rows has a missing or non-finite value (column 'target'",
+    ),
+    "inf-target": (
+        lambda root: ["--data", str(_in_dir(root, a_csv=GOOD.assign(target=np.inf)))],
+        "every one of 30 rows has a missing or non-finite value (column 'target'",
+    ),
+    "corrupt-parquet": (
+        lambda root: ["--data", str(_corrupt_parquet(root))],
+        "x.parquet: not a readable Parquet file",
+    ),
+    "truncated-parquet": (
+        lambda root: ["--data", str(_truncated_parquet(root))],
+        "a.parquet: not a readable Parquet file",
+    ),
+    "ragged-csv": (
+        lambda root: ["--data", str(_in_dir(root, a_csv="x,z,target\n1,2,3\n4,5,6,7\n7,8,9\n"))],
+        "a.csv: not a readable CSV file (CSV parse error: Row #3: Expected 3 columns, got 4",
+    ),
+    "unreadable-file": (
+        lambda root: ["--data", str(_dangling_symlink(root))],
+        "b.csv: file not found",
+    ),
+    "missing-path": (
+        lambda root: ["--data", str(root / "absent.csv")],
+        "absent.csv: no such file or directory",
+    ),
+    "bad-test-fraction": (
+        lambda root: ["--data", str(_in_dir(root, a_csv=GOOD)), "--test-fraction", "1.5"],
+        "test_fraction",
+    ),
+    "bad-state-block": (
+        lambda root: ["--data", str(_in_dir(root, a_csv=GOOD)), "--state-block", "Bad_Name"],
+        "state block name 'Bad_Name' is invalid",
+    ),
+    "foreign-state-block": (
+        lambda root: (
+            ["--data", str(_in_dir(root, a_csv=GOOD))]
+            + ["--state-block", _foreign_state_block(f"foreign-{uuid.uuid4().hex[:8]}")]
+        ),
+        "does not hold linreg training state",
+    ),
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "missing-target",
-        "non-numeric-feature",
-        "empty-source",
-        "all-nan",
-        "schema-differs",
-        "corrupt-parquet",
-        "missing-path",
-        "bad-test-fraction",
-        "bad-state-block",
-    ],
-)
-def test_bad_input_exits_2_with_one_line_and_changes_nothing(trained, tmp_path, kind):
+@pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(trained, tmp_path, kind, refused):
     env, block, out = trained
+    build, message = BAD_INPUTS[kind]
+    args = build(tmp_path / "bad")
     files_before = {p.name: p.read_bytes() for p in out.iterdir()}
-    state_before = PrefectBlockStateStore(block).load().model_dump_json()
-    args, message = _bad_input(tmp_path, kind)
+    state_before = _block_documents()
     result = run_cli(
         "--mode",
         "single",
@@ -177,4 +243,32 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(trained, tmp_path, 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and message in lines[0]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files_before
-    assert PrefectBlockStateStore(block).load().model_dump_json() == state_before
+    assert _block_documents() == state_before
+    refused("CLI", kind)
+
+
+def _block_documents() -> dict[str, str]:
+    """Every saved training-state block document, as its stored JSON."""
+    with get_client(sync_client=True) as client:
+        documents = client.read_block_documents_by_type(
+            TrainingStateBlock.get_block_type_slug(), include_secrets=True
+        )
+    return {document.name: json.dumps(document.data, sort_keys=True) for document in documents}
+
+
+def _foreign_state_block(name: str) -> str:
+    """A block of the training-state type whose document is not linreg state (an older or
+    unrelated schema, written straight through the API)."""
+    TrainingStateBlock.register_type_and_schema(_sync=True)
+    with get_client(sync_client=True) as client:
+        block_type = client.read_block_type_by_slug(TrainingStateBlock.get_block_type_slug())
+        schema = client.get_most_recent_block_schema_for_block_type(block_type.id)
+        client.create_block_document(
+            BlockDocumentCreate(
+                name=name,
+                data={"state": {"weights": [1.0, 2.0], "format": "v0"}},
+                block_type_id=block_type.id,
+                block_schema_id=schema.id,
+            )
+        )
+    return name

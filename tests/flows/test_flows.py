@@ -222,7 +222,9 @@ def _bad_sources(tmp_path: Path) -> dict[str, tuple[str, str, dict]]:
         "missing-path",
     ],
 )
-def test_bad_input_fails_the_run_and_changes_nothing(synthetic_dir, tmp_path, state_block, kind):
+def test_bad_input_fails_the_run_and_changes_nothing(
+    synthetic_dir, tmp_path, state_block, kind, refused
+):
     directory, _ = synthetic_dir
     out = tmp_path / "out"
     hyperparams = HyperParams(model="ols")
@@ -246,3 +248,4 @@ def test_bad_input_fails_the_run_and_changes_nothing(synthetic_dir, tmp_path, st
     with pytest.raises(DataError, match=message):
         state.result()
     assert _snapshot(out, state_block) == before
+    refused("flow", kind)

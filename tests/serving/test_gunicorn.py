@@ -61,10 +61,20 @@ def test_health_readiness_model_and_openapi(server: GunicornServer, http: HttpCl
     ids=[case[0] for case in MALFORMED],
 )
 def test_malformed_requests_get_a_4xx_json_error(
-    http: HttpClient, body: bytes, content_type: str | None, status: int, message: str
+    server: GunicornServer,
+    http: HttpClient,
+    body: bytes,
+    content_type: str | None,
+    status: int,
+    message: str,
+    request: pytest.FixtureRequest,
+    refused,
 ) -> None:
+    published = {p.name: p.read_bytes() for p in server.model_dir.iterdir()}
     headers = {"Content-Type": content_type} if content_type else {}
     _assert_error(http.request("POST", "/predict", body, headers), status, message)
+    assert {p.name: p.read_bytes() for p in server.model_dir.iterdir()} == published
+    refused("service", request.node.callspec.id)
 
 
 @pytest.mark.parametrize(("method", "path", "status", "message"), WRONG_ROUTES)
