@@ -206,6 +206,64 @@ def test_a_new_version_published_under_load_switches_with_no_failed_request(
     assert len(results) >= 200
 
 
+def test_ten_versions_and_a_corrupt_one_published_under_load(
+    own_server: GunicornServer, trained: TrainedModel, retrained: TrainedModel, figures
+) -> None:
+    """Four clients send requests while versions 2-6 and 8-12 are published, and between
+    them a version 7 whose model.pkl does not match its sha256."""
+    models = {v: (trained if v % 2 else retrained) for v in range(1, 13)}
+    expected = {v: expected_predictions(m.metadata, ROWS) for v, m in models.items()}
+    results: list[tuple[int, dict | str]] = []
+    stop = threading.Event()
+
+    def client_loop() -> None:
+        client = HttpClient(own_server.port)  # loopback; bounded in count and time
+        deadline = time.monotonic() + 60
+        for _ in range(20_000):
+            if stop.is_set() or time.monotonic() > deadline:
+                break
+            try:
+                response = client.predict({"instances": ROWS})
+                outcome = response.json() if response.status == 200 else response.body.decode()
+                results.append((response.status, outcome))
+            except Exception as error:  # noqa: BLE001 - recorded as a failed request
+                results.append((0, repr(error)))
+                client.close()
+        client.close()
+
+    threads = [threading.Thread(target=client_loop) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for version in range(2, 13):
+            time.sleep(0.3)
+            if version == 7:
+                publish_mismatched(own_server.model_dir, models[7], version=7)
+            else:
+                models[version].publish(own_server.model_dir, version=version)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    failed = [(status, outcome) for status, outcome in results if status != 200]
+    served = sorted({outcome["model_version"] for status, outcome in results if status == 200})
+    figures.append(
+        f"service under change: {len(results)} requests while 10 versions and 1 corrupt one "
+        f"were published, {len(failed)} failed, versions served {served}, corrupt version 7 "
+        f"{'SERVED' if 7 in served else 'never served'}"
+    )
+    assert not failed, failed[:5]
+    assert 7 not in served
+    assert served[-1] == 12 and len(served) >= 6  # it kept up with the publishing
+    for _, outcome in results:  # each answer wholly from the version it names
+        np.testing.assert_allclose(
+            outcome["predictions"], expected[outcome["model_version"]], rtol=1e-12
+        )
+    assert "sha256 does not match model.json" in own_server.log()
+
+
 def test_a_sha_mismatched_model_is_refused_counted_then_a_good_one_served(
     own_server: GunicornServer, retrained: TrainedModel
 ) -> None:
