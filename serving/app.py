@@ -63,6 +63,9 @@ def create_app(settings: ServingSettings | None = None) -> Flask:
     store.refresh()
 
     app = Flask(__name__, static_folder=None)
+    # Never debug mode, whatever FLASK_DEBUG says: no debugger, no tracebacks to callers.
+    app.debug = False
+    app.config["PROPAGATE_EXCEPTIONS"] = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["serving"] = Service(settings, store, metrics)
     app.register_blueprint(health_blueprint(store))

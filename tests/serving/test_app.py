@@ -201,3 +201,20 @@ def test_an_unexpected_error_is_a_json_500_without_details(app: Flask, monkeypat
     response = app.test_client().get("/readyz")
     assert response.status_code == 500
     assert response.get_json() == {"error": "internal error; the service logged it"}
+
+
+def test_flask_debug_in_the_environment_does_not_turn_on_debug_mode(
+    settings: ServingSettings, monkeypatch
+) -> None:
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    app = create_app(settings)
+    assert app.debug is False
+
+    def broken() -> None:
+        raise RuntimeError(f"internal detail {BODY_MARKER}")
+
+    monkeypatch.setattr(app.extensions["serving"].store, "current", broken)
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 500
+    assert BODY_MARKER not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
