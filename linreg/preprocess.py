@@ -14,7 +14,7 @@ import numpy as np
 
 from linreg.batches import BatchSpec
 from linreg.errors import DataError
-from linreg.sources import read_rows
+from linreg.sources import iter_rows
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -78,42 +78,74 @@ def prepare_batch(batch: BatchSpec, columns: Sequence[str], test_fraction: float
     """Read ``batch`` (``columns`` = features then target), drop rows with a missing or
     non-finite value, and split the rest by row identity.
 
+    The batch is read a row group at a time, each chunk's rows going straight into train and
+    held-out arrays sized from the split (known before reading), so the batch is in memory
+    once, not as a table, a block and two copies.
+
     Raises :class:`DataError` if the batch has rows but none of them is usable.
     """
-    blocks, masks = [], []
-    for segment in batch.segments:
-        block = read_rows(segment.data_file, columns, segment.start, segment.stop)
-        rows = np.arange(segment.start, segment.start + len(block), dtype=np.int64)
-        blocks.append(block)
-        masks.append(holdout_mask(segment.data_file.file_id, rows, test_fraction))
-    data = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-    is_test = masks[0] if len(masks) == 1 else np.concatenate(masks)
-    bad = ~np.isfinite(data)
-    complete = ~bad.any(axis=1)
+    masks = [
+        holdout_mask(
+            segment.data_file.file_id,
+            np.arange(segment.start, segment.stop, dtype=np.int64),
+            test_fraction,
+        )
+        for segment in batch.segments
+    ]
+    n_test = sum(int(mask.sum()) for mask in masks)
+    train = _Rows(batch.n_rows - n_test, len(columns))
+    test = _Rows(n_test, len(columns))
+    bad_counts = np.zeros(len(columns), dtype=np.int64)
+    rows_read = 0
+    for segment, mask in zip(batch.segments, masks, strict=True):
+        offset = 0
+        for chunk in iter_rows(segment.data_file, columns, segment.start, segment.stop):
+            is_test = mask[offset : offset + len(chunk)]
+            offset += len(chunk)
+            bad = ~np.isfinite(chunk)
+            bad_counts += bad.sum(axis=0)
+            complete = ~bad.any(axis=1)
+            train.append(chunk[complete & ~is_test])
+            test.append(chunk[complete & is_test])
+        rows_read += offset
     dropped_by_column = {
-        name: int(count) for name, count in zip(columns, bad.sum(axis=0), strict=True) if count
+        name: int(count) for name, count in zip(columns, bad_counts, strict=True) if count
     }
-    n_complete = int(complete.sum())
-    if len(data) and n_complete == 0:
+    n_complete = train.size + test.size
+    if rows_read and n_complete == 0:
         worst = max(dropped_by_column, key=dropped_by_column.__getitem__)
         raise DataError(
-            f"{batch.describe()}: every one of {len(data)} rows has a missing or non-finite "
+            f"{batch.describe()}: every one of {rows_read} rows has a missing or non-finite "
             f"value (column '{worst}': {dropped_by_column[worst]} rows)"
         )
-    train = complete & ~is_test
-    test = complete & is_test
     report = BatchReport(
-        rows_read=len(data),
-        rows_dropped=len(data) - n_complete,
-        rows_train=int(train.sum()),
-        rows_test=int(test.sum()),
+        rows_read=rows_read,
+        rows_dropped=rows_read - n_complete,
+        rows_train=train.size,
+        rows_test=test.size,
         dropped_by_column=dropped_by_column,
         segments=[batch.describe()],
     )
-    return PreparedBatch(
-        x_train=data[train, :-1],
-        y_train=data[train, -1],
-        x_test=data[test, :-1],
-        y_test=data[test, -1],
-        report=report,
-    )
+    x_train, y_train = train.features_and_target()
+    x_test, y_test = test.features_and_target()
+    return PreparedBatch(x_train, y_train, x_test, y_test, report)
+
+
+class _Rows:
+    """Preallocated features and target, filled a chunk at a time (at most ``capacity`` rows;
+    a chunk's last column is the target)."""
+
+    def __init__(self, capacity: int, width: int) -> None:
+        self.features = np.empty((capacity, width - 1), dtype=np.float64)
+        self.target = np.empty(capacity, dtype=np.float64)
+        self.size = 0
+
+    def append(self, rows: np.ndarray) -> None:
+        end = self.size + len(rows)
+        self.features[self.size : end] = rows[:, :-1]
+        self.target[self.size : end] = rows[:, -1]
+        self.size = end
+
+    def features_and_target(self) -> tuple[np.ndarray, np.ndarray]:
+        # Contiguous views: rows dropped as incomplete leave a few unused rows at the end.
+        return self.features[: self.size], self.target[: self.size]

@@ -9,7 +9,7 @@ train/test membership, so moving the whole data directory changes neither.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -157,11 +157,25 @@ def _first_line(error: BaseException) -> str:
 
 def read_rows(data_file: DataFile, columns: Sequence[str], start: int, stop: int) -> np.ndarray:
     """Rows ``[start, stop)`` of ``columns`` as a float64 array; missing values are NaN."""
+    chunks = list(iter_rows(data_file, columns, start, stop))
+    if not chunks:
+        return np.empty((0, len(columns)), dtype=np.float64)
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+
+def iter_rows(
+    data_file: DataFile, columns: Sequence[str], start: int, stop: int
+) -> Iterator[np.ndarray]:
+    """Rows ``[start, stop)`` of ``columns`` as consecutive float64 arrays, one per Parquet
+    row group or CSV block, so a caller holds one chunk of the file at a time."""
+    tables = (
+        _parquet_row_groups(data_file.url, columns, start, stop)
+        if data_file.fmt == "parquet"
+        else _csv_blocks(data_file, columns, start, stop)
+    )
     try:
-        if data_file.fmt == "parquet":
-            table = _read_parquet_rows(data_file.url, columns, start, stop)
-        else:
-            table = _read_csv_rows(data_file, columns, start, stop)
+        for table in tables:
+            yield _as_float_array(data_file, table, columns)
     except DataError:
         raise
     except FileNotFoundError:
@@ -170,6 +184,11 @@ def read_rows(data_file: DataFile, columns: Sequence[str], start: int, stop: int
         raise DataError(
             f"{data_file.file_id}: cannot read rows {start}-{stop} ({_first_line(error)})"
         ) from None
+    finally:
+        tables.close()
+
+
+def _as_float_array(data_file: DataFile, table: pa.Table, columns: Sequence[str]) -> np.ndarray:
     block = np.empty((table.num_rows, len(columns)), dtype=np.float64)
     for position, name in enumerate(columns):
         column = table.column(name)
@@ -179,42 +198,41 @@ def read_rows(data_file: DataFile, columns: Sequence[str], start: int, stop: int
     return block
 
 
-def _read_parquet_rows(url: str, columns: Sequence[str], start: int, stop: int) -> pa.Table:
+def _parquet_row_groups(
+    url: str, columns: Sequence[str], start: int, stop: int
+) -> Generator[pa.Table, None, None]:
     with _open(url) as handle:
         parquet_file = pq.ParquetFile(handle)
         metadata = parquet_file.metadata
-        groups, first_row, offset = [], None, 0
+        offset = 0
         for index in range(metadata.num_row_groups):
             group_rows = metadata.row_group(index).num_rows
             if offset < stop and offset + group_rows > start:
-                groups.append(index)
-                first_row = offset if first_row is None else first_row
+                table = parquet_file.read_row_group(index, columns=list(columns))
+                first = max(start - offset, 0)
+                yield table.slice(first, min(stop - offset, group_rows) - first)
             offset += group_rows
-        if not groups:
-            return pa.table({name: pa.array([], pa.float64()) for name in columns})
-        table = parquet_file.read_row_groups(groups, columns=list(columns))
-    return table.slice(start - first_row, stop - start)
 
 
-def _read_csv_rows(data_file: DataFile, columns: Sequence[str], start: int, stop: int) -> pa.Table:
+def _csv_blocks(
+    data_file: DataFile, columns: Sequence[str], start: int, stop: int
+) -> Generator[pa.Table, None, None]:
     convert = pacsv.ConvertOptions(
         include_columns=list(columns), column_types={name: pa.float64() for name in columns}
     )
     read = pacsv.ReadOptions(skip_rows_after_names=start)
-    batches, wanted = [], stop - start
+    wanted = stop - start
     with _open(data_file.url) as handle:
         try:
             reader = pacsv.open_csv(handle, read_options=read, convert_options=convert)
             for batch in reader:
-                batches.append(batch.slice(0, wanted))
-                wanted -= batches[-1].num_rows
+                table = pa.Table.from_batches([batch.slice(0, wanted)])
+                wanted -= table.num_rows
+                yield table
                 if wanted <= 0:
                     break
         except pa.ArrowInvalid as error:
             raise DataError(_describe_csv_error(data_file, error, start, stop)) from None
-    if not batches:
-        return pa.table({name: pa.array([], pa.float64()) for name in columns})
-    return pa.Table.from_batches(batches)
 
 
 def _describe_csv_error(data_file: DataFile, error: pa.ArrowInvalid, start: int, stop: int) -> str:
