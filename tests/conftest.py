@@ -7,6 +7,8 @@ import os
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+# scikit-learn runs its array-API estimator check only when SciPy is imported with this.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
