@@ -7,7 +7,7 @@ same in every run and batch, and held-out rows never leak into training as data 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,61 +74,85 @@ class PreparedBatch:
     report: BatchReport
 
 
+class BatchChunks:
+    """A batch read a row group at a time, each chunk cleaned of rows with a missing or
+    non-finite value and split by row identity: iterate for ``(train_rows, test_rows)``
+    pairs (features then target), then read :attr:`report`.
+
+    The split of every row is known before reading (it depends only on row identity), so
+    :attr:`max_train` and :attr:`max_test` bound the rows each side can receive.
+    Iterating raises :class:`DataError` at the end if the batch has rows but none is usable.
+    """
+
+    def __init__(self, batch: BatchSpec, columns: Sequence[str], test_fraction: float) -> None:
+        self.batch = batch
+        self.columns = list(columns)
+        self.masks = [
+            holdout_mask(
+                segment.data_file.file_id,
+                np.arange(segment.start, segment.stop, dtype=np.int64),
+                test_fraction,
+            )
+            for segment in batch.segments
+        ]
+        self.max_test = sum(int(mask.sum()) for mask in self.masks)
+        self.max_train = batch.n_rows - self.max_test
+        self.report = BatchReport(segments=[batch.describe()])
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        bad_counts = np.zeros(len(self.columns), dtype=np.int64)
+        rows_read = rows_train = rows_test = 0
+        for segment, mask in zip(self.batch.segments, self.masks, strict=True):
+            offset = 0
+            for chunk in iter_rows(segment.data_file, self.columns, segment.start, segment.stop):
+                is_test = mask[offset : offset + len(chunk)]
+                offset += len(chunk)
+                bad = ~np.isfinite(chunk)
+                bad_counts += bad.sum(axis=0)
+                complete = ~bad.any(axis=1)
+                train_rows, test_rows = chunk[complete & ~is_test], chunk[complete & is_test]
+                rows_train += len(train_rows)
+                rows_test += len(test_rows)
+                yield train_rows, test_rows
+            rows_read += offset
+        dropped_by_column = {
+            name: int(count) for name, count in zip(self.columns, bad_counts, strict=True) if count
+        }
+        n_complete = rows_train + rows_test
+        if rows_read and n_complete == 0:
+            worst = max(dropped_by_column, key=dropped_by_column.__getitem__)
+            raise DataError(
+                f"{self.batch.describe()}: every one of {rows_read} rows has a missing or "
+                f"non-finite value (column '{worst}': {dropped_by_column[worst]} rows)"
+            )
+        self.report = BatchReport(
+            rows_read=rows_read,
+            rows_dropped=rows_read - n_complete,
+            rows_train=rows_train,
+            rows_test=rows_test,
+            dropped_by_column=dropped_by_column,
+            segments=[self.batch.describe()],
+        )
+
+
 def prepare_batch(batch: BatchSpec, columns: Sequence[str], test_fraction: float) -> PreparedBatch:
     """Read ``batch`` (``columns`` = features then target), drop rows with a missing or
     non-finite value, and split the rest by row identity.
 
-    The batch is read a row group at a time, each chunk's rows going straight into train and
-    held-out arrays sized from the split (known before reading), so the batch is in memory
-    once, not as a table, a block and two copies.
+    Each chunk's rows go straight into train and held-out arrays sized from the split, so the
+    batch is in memory once, not as a table, a block and two copies.
 
     Raises :class:`DataError` if the batch has rows but none of them is usable.
     """
-    masks = [
-        holdout_mask(
-            segment.data_file.file_id,
-            np.arange(segment.start, segment.stop, dtype=np.int64),
-            test_fraction,
-        )
-        for segment in batch.segments
-    ]
-    n_test = sum(int(mask.sum()) for mask in masks)
-    train = _Rows(batch.n_rows - n_test, len(columns))
-    test = _Rows(n_test, len(columns))
-    bad_counts = np.zeros(len(columns), dtype=np.int64)
-    rows_read = 0
-    for segment, mask in zip(batch.segments, masks, strict=True):
-        offset = 0
-        for chunk in iter_rows(segment.data_file, columns, segment.start, segment.stop):
-            is_test = mask[offset : offset + len(chunk)]
-            offset += len(chunk)
-            bad = ~np.isfinite(chunk)
-            bad_counts += bad.sum(axis=0)
-            complete = ~bad.any(axis=1)
-            train.append(chunk[complete & ~is_test])
-            test.append(chunk[complete & is_test])
-        rows_read += offset
-    dropped_by_column = {
-        name: int(count) for name, count in zip(columns, bad_counts, strict=True) if count
-    }
-    n_complete = train.size + test.size
-    if rows_read and n_complete == 0:
-        worst = max(dropped_by_column, key=dropped_by_column.__getitem__)
-        raise DataError(
-            f"{batch.describe()}: every one of {rows_read} rows has a missing or non-finite "
-            f"value (column '{worst}': {dropped_by_column[worst]} rows)"
-        )
-    report = BatchReport(
-        rows_read=rows_read,
-        rows_dropped=rows_read - n_complete,
-        rows_train=train.size,
-        rows_test=test.size,
-        dropped_by_column=dropped_by_column,
-        segments=[batch.describe()],
-    )
+    chunks = BatchChunks(batch, columns, test_fraction)
+    train = _Rows(chunks.max_train, len(columns))
+    test = _Rows(chunks.max_test, len(columns))
+    for train_rows, test_rows in chunks:
+        train.append(train_rows)
+        test.append(test_rows)
     x_train, y_train = train.features_and_target()
     x_test, y_test = test.features_and_target()
-    return PreparedBatch(x_train, y_train, x_test, y_test, report)
+    return PreparedBatch(x_train, y_train, x_test, y_test, chunks.report)
 
 
 class _Rows:

@@ -19,7 +19,7 @@ from linreg.config import HyperParams
 from linreg.errors import DataError
 from linreg.estimators import estimator_from_state, make_estimator
 from linreg.evaluation import regression_metrics
-from linreg.preprocess import BatchReport, PreparedBatch, prepare_batch
+from linreg.preprocess import BatchChunks, BatchReport, PreparedBatch, prepare_batch
 from linreg.state import TrainingState
 from linreg.stats import LeastSquaresStats, SingularSystemError, solve_least_squares
 from linreg.validation import SourcePlan
@@ -53,6 +53,36 @@ def summarize_prepared(
         x_test=prepared.x_test if keep_test_rows else None,
         y_test=prepared.y_test if keep_test_rows else None,
     )
+
+
+def summarize_batch(
+    batch: BatchSpec, columns: Sequence[str], test_fraction: float, keep_test_rows: bool
+) -> BatchSummary:
+    """ols: read, clean and split ``batch`` a row group at a time, as :func:`prepare_batch`
+    does, reducing each chunk to QR statistics at once: a worker holds one chunk, never the
+    batch, so memory does not depend on the batch size."""
+    chunks = BatchChunks(batch, columns, test_fraction)
+    train_parts, test_parts, kept = [], [], []
+    for train_rows, test_rows in chunks:
+        train_parts.append(LeastSquaresStats.from_arrays(train_rows[:, :-1], train_rows[:, -1]))
+        test_parts.append(LeastSquaresStats.from_arrays(test_rows[:, :-1], test_rows[:, -1]))
+        if keep_test_rows:
+            kept.append(test_rows)
+    width = len(columns)
+    test_rows = np.concatenate(kept) if kept else np.empty((0, width))
+    return BatchSummary(
+        report=chunks.report,
+        holdout=_merged(test_parts, width - 1),
+        train=_merged(train_parts, width - 1),
+        x_test=test_rows[:, :-1] if keep_test_rows else None,
+        y_test=test_rows[:, -1] if keep_test_rows else None,
+    )
+
+
+def _merged(parts: Sequence[LeastSquaresStats], n_features: int) -> LeastSquaresStats:
+    if parts:
+        return LeastSquaresStats.merge_all(parts)
+    return LeastSquaresStats.from_arrays(np.empty((0, n_features)), np.empty(0))
 
 
 def sgd_fit_prepared(
@@ -160,14 +190,15 @@ def run_round_locally(
     estimator = start_estimator(state, hyperparams)
     summaries, train_parts = [], []
     for position, batch in enumerate(batches):
-        prepared = prepare_batch(batch, plan.columns, test_fraction)
-        is_ols = hyperparams.model == "ols"
-        summary = summarize_prepared(prepared, is_ols, position == len(batches) - 1)
-        summaries.append(summary)
-        if is_ols:
+        is_last = position == len(batches) - 1
+        if hyperparams.model == "ols":
+            summary = summarize_batch(batch, plan.columns, test_fraction, is_last)
             train_parts.append(summary.train)
         else:
+            prepared = prepare_batch(batch, plan.columns, test_fraction)
+            summary = summarize_prepared(prepared, False, is_last)
             estimator = sgd_fit_prepared(estimator, prepared, plan.features)
+        summaries.append(summary)
     if hyperparams.model == "ols":
         estimator = finish_ols(estimator, train_parts, plan.features)
     return complete_round(state, estimator, batches, summaries)

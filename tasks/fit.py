@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from uuid import UUID
 
-import dask
 from distributed import Client, Future
 from prefect import get_run_logger, task
 from prefect.artifacts import update_progress_artifact
@@ -39,9 +38,10 @@ def partial_fit(
 ) -> TrainedRound:
     """Update the model on each batch in order and evaluate it on the held-out rows.
 
-    ols: each worker reduces its batch to QR statistics, merged here in batch order (exact,
-    parallel). sgd: ``partial_fit`` steps run where each batch was prepared, the small model
-    travelling from batch to batch. A few batches are prepared ahead, no more.
+    ols: each worker reads its batch a row group at a time and reduces it to QR statistics,
+    merged here in batch order (exact, parallel, a chunk in memory per worker). sgd:
+    ``partial_fit`` steps run where each batch was prepared, the small model travelling from
+    batch to batch. A few batches are prepared ahead, no more.
     """
     logger = get_run_logger()
     estimator = start_estimator(state, hyperparams)
@@ -81,13 +81,8 @@ def partial_fit(
 
 
 def _ols_submitter(client: Client, prepared_round: PreparedRound) -> Callable[[int], list]:
-    last = len(prepared_round.batches) - 1
-
     def submit(index: int) -> list[Future]:
-        summary = dask.delayed(summarize_prepared)(
-            prepared_round.prepared[index], True, index == last
-        )
-        return [client.compute(summary)]
+        return [client.compute(prepared_round.summarized[index])]
 
     return submit
 

@@ -12,15 +12,19 @@ from prefect.cache_policies import NO_CACHE
 from linreg.batches import BatchSpec, plan_batches
 from linreg.preprocess import prepare_batch
 from linreg.state import TrainingState
+from linreg.training import summarize_batch
 from linreg.validation import SourcePlan
 
 
 @dataclass(frozen=True)
 class PreparedRound:
-    """The batches of a round and, per batch, the lazy Dask graph that prepares it."""
+    """The batches of a round and, per batch, the lazy Dask graphs that prepare it: whole
+    (``prepared``: train and held-out arrays, for sgd) or streamed a row group at a time into
+    QR statistics (``summarized``, for ols)."""
 
     batches: list[BatchSpec]
     prepared: list[Delayed]
+    summarized: list[Delayed]
 
     @property
     def empty(self) -> bool:
@@ -45,14 +49,19 @@ def preprocess(
     logger = get_run_logger()
     if not batches:
         logger.info("no new rows after the cursor: every batch of %s is trained", plan.source)
-        return PreparedRound([], [])
+        return PreparedRound([], [], [])
     logger.info(
         "%d batch(es) of up to %d rows, %d rows in all",
         len(batches),
         batch_rows,
         sum(batch.n_rows for batch in batches),
     )
+    last = len(batches) - 1
     prepared = [
         dask.delayed(prepare_batch)(batch, plan.columns, test_fraction) for batch in batches
     ]
-    return PreparedRound(batches, prepared)
+    summarized = [
+        dask.delayed(summarize_batch)(batch, plan.columns, test_fraction, index == last)
+        for index, batch in enumerate(batches)
+    ]
+    return PreparedRound(batches, prepared, summarized)

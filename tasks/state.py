@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from prefect import get_run_logger, task
 from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import BlockDocumentUpdate
+from prefect.client.schemas.objects import BlockDocument
 from prefect.exceptions import ObjectNotFound
 from pydantic import ValidationError
 
@@ -37,30 +38,17 @@ class PrefectBlockStateStore:
         self.name = name
 
     def load(self) -> TrainingState | None:
-        try:
-            return TrainingStateBlock.load(self.name, _sync=True).state
-        except ValueError as error:
-            if "Unable to find block document" in str(error):
-                return None
-            raise StateError(f"state block '{self.name}' is unreadable: {error}") from None
-        except (ValidationError, RuntimeError, KeyError) as error:
-            raise StateError(
-                f"state block '{self.name}' does not hold linreg training state "
-                f"({str(error).splitlines()[0]}); pass another --state-block"
-            ) from None
+        with get_client(sync_client=True) as client:
+            document = self._document(client)
+        return None if document is None else self._state_of(document)
 
     def save(self, state: TrainingState, expected_version: int | None) -> None:
-        current = self.load()
-        check_expected_version(
-            self.name, None if current is None else current.version, expected_version
-        )
         with get_client(sync_client=True) as client:
-            try:
-                document = client.read_block_document_by_name(
-                    self.name, TrainingStateBlock.get_block_type_slug()
-                )
-            except ObjectNotFound:
-                document = None
+            document = self._document(client)
+            current = None if document is None else self._state_of(document)
+            check_expected_version(
+                self.name, None if current is None else current.version, expected_version
+            )
             schema = document.block_schema if document else None
             if schema is None or schema.checksum != TrainingStateBlock._calculate_schema_checksum():
                 TrainingStateBlock(state=state).save(self.name, overwrite=True, _sync=True)
@@ -73,6 +61,23 @@ class PrefectBlockStateStore:
                     data={"state": state.model_dump(mode="json")}, merge_existing_data=False
                 ),
             )
+
+    def _document(self, client: SyncPrefectClient) -> BlockDocument | None:
+        try:
+            return client.read_block_document_by_name(
+                self.name, TrainingStateBlock.get_block_type_slug()
+            )
+        except ObjectNotFound:
+            return None
+
+    def _state_of(self, document: BlockDocument) -> TrainingState:
+        try:
+            return TrainingState.model_validate(document.data["state"])
+        except (ValidationError, KeyError, TypeError) as error:
+            raise StateError(
+                f"state block '{self.name}' does not hold linreg training state "
+                f"({str(error).splitlines()[0]}); pass another --state-block"
+            ) from None
 
 
 @dataclass(frozen=True)
