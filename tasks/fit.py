@@ -49,7 +49,11 @@ def partial_fit(
     total = progress_total or len(batches)
     summaries: list[BatchSummary] = []
     with cluster_client() as client:
-        window = 2 * max(1, len(client.nthreads()))
+        threads = max(1, sum(client.nthreads().values()))
+        # ols holds a chunk per batch in flight: keep every thread busy with one queued.
+        # sgd's steps run one after another, so a prepared batch (the whole batch in
+        # memory) per thread is enough to keep reading ahead of them.
+        window = 2 * threads if hyperparams.model == "ols" else threads
         if hyperparams.model == "ols":
             submit = _ols_submitter(client, prepared_round)
         else:
