@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,12 +168,15 @@ def train(data_dir: Path, seed: int) -> TrainedModel:
 
 
 def publish_mismatched(out_dir: Path, model: TrainedModel, version: int) -> None:
-    """A new model.pkl and a model.json whose sha256 is not that of model.pkl."""
-    publish_model(out_dir, model.estimator, {**model.metadata, "version": version})
-    path = out_dir / "model.json"
-    document = json.loads(path.read_text())
-    document["sha256"] = "0" * 64
-    write_atomic(path, json.dumps(document).encode())
+    """A new model.pkl and a model.json whose sha256 is not that of model.pkl, written as a
+    publisher writes (model.pkl, then model.json, each by rename): no valid pair of this
+    version is ever visible, even for an instant."""
+    with tempfile.TemporaryDirectory() as staging:
+        publish_model(Path(staging), model.estimator, {**model.metadata, "version": version})
+        document = json.loads((Path(staging) / "model.json").read_text())
+        document["sha256"] = "0" * 64
+        write_atomic(out_dir / "model.pkl", (Path(staging) / "model.pkl").read_bytes())
+        write_atomic(out_dir / "model.json", json.dumps(document).encode())
 
 
 def expected_predictions(metadata: dict[str, Any], rows: Any) -> np.ndarray:

@@ -158,21 +158,7 @@ def test_a_new_version_published_under_load_switches_with_no_failed_request(
     published_at: list[float] = []
 
     def client_loop() -> None:
-        # Bounded in count and time, whatever happens; loopback only.
-        client = HttpClient(own_server.port)
-        deadline = time.monotonic() + 20
-        for _ in range(3_000):
-            if stop.is_set() or time.monotonic() > deadline:
-                break
-            try:
-                response = client.predict({"instances": ROWS})
-                outcome = response.json() if response.status == 200 else response.body.decode()
-                results.append((time.monotonic(), response.status, outcome))
-            except Exception as error:  # noqa: BLE001 - recorded as a failed request
-                results.append((time.monotonic(), 0, repr(error)))
-                client.close()
-        retries.append(client.retries)  # a request sent twice would hide a failure
-        client.close()
+        retries.append(_predict_in_a_loop(own_server.port, results, stop, 3_000, 20))
 
     threads = [threading.Thread(target=client_loop) for _ in range(4)]
     for thread in threads:
@@ -213,23 +199,12 @@ def test_ten_versions_and_a_corrupt_one_published_under_load(
     them a version 7 whose model.pkl does not match its sha256."""
     models = {v: (trained if v % 2 else retrained) for v in range(1, 13)}
     expected = {v: expected_predictions(m.metadata, ROWS) for v, m in models.items()}
-    results: list[tuple[int, dict | str]] = []
+    timed: list[tuple[float, int, dict | str]] = []
+    retries: list[int] = []
     stop = threading.Event()
 
     def client_loop() -> None:
-        client = HttpClient(own_server.port)  # loopback; bounded in count and time
-        deadline = time.monotonic() + 60
-        for _ in range(20_000):
-            if stop.is_set() or time.monotonic() > deadline:
-                break
-            try:
-                response = client.predict({"instances": ROWS})
-                outcome = response.json() if response.status == 200 else response.body.decode()
-                results.append((response.status, outcome))
-            except Exception as error:  # noqa: BLE001 - recorded as a failed request
-                results.append((0, repr(error)))
-                client.close()
-        client.close()
+        retries.append(_predict_in_a_loop(own_server.port, timed, stop, 20_000, 60))
 
     threads = [threading.Thread(target=client_loop) for _ in range(4)]
     for thread in threads:
@@ -247,6 +222,7 @@ def test_ten_versions_and_a_corrupt_one_published_under_load(
         for thread in threads:
             thread.join(timeout=60)
 
+    results = [(status, outcome) for _, status, outcome in timed]
     failed = [(status, outcome) for status, outcome in results if status != 200]
     served = sorted({outcome["model_version"] for status, outcome in results if status == 200})
     figures.append(
@@ -255,6 +231,7 @@ def test_ten_versions_and_a_corrupt_one_published_under_load(
         f"{'SERVED' if 7 in served else 'never served'}"
     )
     assert not failed, failed[:5]
+    assert sum(retries) == 0
     assert 7 not in served
     assert served[-1] == 12 and len(served) >= 6  # it kept up with the publishing
     for _, outcome in results:  # each answer wholly from the version it names
@@ -313,6 +290,32 @@ def test_without_a_model_it_serves_503_until_one_appears(
     finally:
         http.close()
         gunicorn.stop()
+
+
+def _predict_in_a_loop(
+    port: int,
+    results: list[tuple[float, int, dict | str]],
+    stop: threading.Event,
+    max_requests: int,
+    max_seconds: float,
+) -> int:
+    """Send ``ROWS`` to /predict until ``stop`` (bounded in count and time; loopback only),
+    recording (time, status, answer) of each request, 0 for one that failed outright.
+    Returns how many requests the client had to send twice (which would hide a failure)."""
+    client = HttpClient(port)
+    deadline = time.monotonic() + max_seconds
+    for _ in range(max_requests):
+        if stop.is_set() or time.monotonic() > deadline:
+            break
+        try:
+            response = client.predict({"instances": ROWS})
+            outcome = response.json() if response.status == 200 else response.body.decode()
+            results.append((time.monotonic(), response.status, outcome))
+        except Exception as error:  # noqa: BLE001 - recorded as a failed request
+            results.append((time.monotonic(), 0, repr(error)))
+            client.close()
+    client.close()
+    return client.retries
 
 
 def _assert_error(response: Response, status: int, message: str) -> None:
