@@ -13,10 +13,6 @@ PREFECT_PORT ?= 4200
 # Nothing leaves this machine: no Prefect telemetry, no analytics.
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
-# A SQLite-backed server answers a burst of writes (ten triggers at once) with the odd 500
-# "database is locked" that its busy timeout cannot absorb; the write was rolled back, so
-# the CLI, the worker and the flows it starts retry it like a 503.
-export PREFECT_CLIENT_RETRY_EXTRA_CODES ?= 500
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

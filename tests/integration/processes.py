@@ -30,8 +30,6 @@ def clean_env(**extra: str) -> dict[str, str]:
         {
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
-            # As the Makefile exports: retry SQLite's "database is locked" 500s.
-            "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",
             "DASK_LOGGING__DISTRIBUTED": "error",
         }
     )

