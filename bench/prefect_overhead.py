@@ -55,6 +55,7 @@ def _profile(function, path: Path) -> dict[str, float]:
         "_send_heartbeats": "flow heartbeat thread",
         "prepare_batch": "read + clean batch (domain)",
         "summarize_prepared": "QR statistics (domain)",
+        "summarize_batch": "read + QR statistics (domain)",
         "publish_model": "write model files (domain)",
         "validate_source": "validate (domain)",
         "create_table_artifact": "Prefect artifacts",

@@ -38,18 +38,11 @@ class BatchSummary:
     y_test: np.ndarray | None = None
 
 
-def summarize_prepared(
-    prepared: PreparedBatch, with_train_stats: bool, keep_test_rows: bool
-) -> BatchSummary:
-    """QR statistics of a prepared batch's held-out (and, for ols, training) rows."""
+def summarize_prepared(prepared: PreparedBatch, keep_test_rows: bool) -> BatchSummary:
+    """sgd: QR statistics of a prepared batch's held-out rows (what evaluation needs)."""
     return BatchSummary(
         report=prepared.report,
         holdout=LeastSquaresStats.from_arrays(prepared.x_test, prepared.y_test),
-        train=(
-            LeastSquaresStats.from_arrays(prepared.x_train, prepared.y_train)
-            if with_train_stats
-            else None
-        ),
         x_test=prepared.x_test if keep_test_rows else None,
         y_test=prepared.y_test if keep_test_rows else None,
     )
@@ -196,7 +189,7 @@ def run_round_locally(
             train_parts.append(summary.train)
         else:
             prepared = prepare_batch(batch, plan.columns, test_fraction)
-            summary = summarize_prepared(prepared, False, is_last)
+            summary = summarize_prepared(prepared, is_last)
             estimator = sgd_fit_prepared(estimator, prepared, plan.features)
         summaries.append(summary)
     if hyperparams.model == "ols":

@@ -101,7 +101,7 @@ def _sgd_submitter(client: Client, prepared_round: PreparedRound, estimator, pla
         model[0] = client.submit(
             sgd_fit_prepared, model[0], prepared, list(plan.features), pure=False
         )
-        summary = client.submit(summarize_prepared, prepared, False, index == last, pure=False)
+        summary = client.submit(summarize_prepared, prepared, index == last, pure=False)
         return [summary, model[0]]
 
     def final_model():
