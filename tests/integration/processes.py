@@ -37,6 +37,19 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_main(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python main.py *args`` as users run it, to completion, output captured."""
+    return subprocess.run(
+        [sys.executable, str(PROJECT / "main.py"), *args],
+        env=env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def start(
     command: list[str], env: dict[str, str], log: Path, cwd: Path = PROJECT
 ) -> subprocess.Popen:

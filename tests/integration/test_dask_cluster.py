@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,15 @@ import pytest
 from distributed import Client
 
 from linreg.synthetic import write_dataset
-from tests.integration.processes import BIN, PROJECT, clean_env, free_port, start, stop, wait_until
+from tests.integration.processes import (
+    BIN,
+    clean_env,
+    free_port,
+    run_main,
+    start,
+    stop,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -64,16 +71,10 @@ def dask_cluster(tmp_path_factory) -> Iterator[tuple[str, list[subprocess.Popen]
 
 
 def _train_all(data: Path, out: Path, home: Path, *extra: str) -> dict:
-    env = clean_env(PREFECT_HOME=str(home))
-    result = subprocess.run(
-        [sys.executable, str(PROJECT / "main.py"), "--mode", "all", "--data", str(data)]
-        + ["--model", "ols", "--batch-rows", "5000", "--out", str(out), "--reset", *extra],
-        env=env,
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = run_main(
+        *["--mode", "all", "--data", str(data), "--model", "ols", "--batch-rows", "5000"],
+        *["--out", str(out), "--reset", *extra],
+        env=clean_env(PREFECT_HOME=str(home)),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert result.stderr == ""

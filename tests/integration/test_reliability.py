@@ -31,6 +31,7 @@ from tests.integration.processes import (
     clean_env,
     free_port,
     healthy,
+    run_main,
     start,
     stop,
     wait_until,
@@ -278,15 +279,7 @@ def test_a_prefect_server_restart_between_runs(tmp_path, figures):
         server = start(command, server_env, tmp_path / "server.log")
         try:
             wait_until(lambda: healthy(f"{api_url}/health"), 120, "the Prefect server")
-            run = subprocess.run(
-                [sys.executable, str(PROJECT / "main.py"), *args],
-                env=env,
-                cwd=PROJECT,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
+            run = run_main(*args, env=env)
             assert run.returncode == 0, run.stderr
             versions.append(json.loads((tmp_path / "out" / "model.json").read_text())["version"])
         finally:

@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from linreg.state import TrainingState
 from linreg.synthetic import write_dataset
 from linreg.training import model_metadata, run_round_locally
 from linreg.validation import validate_source
+from tests.integration.processes import free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -183,12 +183,6 @@ def expected_predictions(metadata: dict[str, Any], rows: Any) -> np.ndarray:
     """``X @ coef + intercept`` from model.json."""
     X = np.asarray(rows, dtype=np.float64)
     return X @ np.asarray(metadata["coef"]) + metadata["intercept"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
