@@ -72,7 +72,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--dask-address",
-        help="scheduler of an existing Dask cluster (default: $LINREG_DASK_ADDRESS or a local one)",
+        default=os.environ.get("LINREG_DASK_ADDRESS") or None,
+        help="scheduler of an existing Dask cluster (default: $LINREG_DASK_ADDRESS, else a "
+        "local cluster when the round needs one)",
+    )
+    parser.add_argument(
+        "--dask-workers",
+        type=int,
+        default=int(os.environ.get("LINREG_DASK_WORKERS", "2")),
+        help="workers of the local Dask cluster (default: $LINREG_DASK_WORKERS or 2)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=["auto", "serial", "dask"],
+        default="auto",
+        help="where batches run: auto picks this process for a round of up to 2,000,000 rows "
+        "(faster than starting a cluster) and Dask above it",
     )
     return parser.parse_args(argv)
 
@@ -131,30 +146,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "validate":
         return _validate(data)
 
-    if args.dask_address:
-        os.environ["LINREG_DASK_ADDRESS"] = args.dask_address  # also for --mode serve
     from flows import train_all, train_step
-    from tasks.runtime import dask_task_runner
+    from tasks.runtime import RuntimeConfig
 
     route_console_logs_to_stdout()
     out_dir = args.out or settings.out_dir
-    runner = dask_task_runner(args.dask_address)
     common = {
         "data": data,
         "hyperparams": hyperparams,
         "out_dir": out_dir,
         "state_block": state_block,
         "reset": args.reset,
+        "runtime": RuntimeConfig(
+            executor=args.executor,
+            dask_address=args.dask_address,
+            dask_workers=args.dask_workers,
+        ),
     }
     if args.mode == "serve":
         return _serve(train_all, train_step, common, args.cron)
     try:
         if args.mode == "all":
-            result = train_all.with_options(task_runner=runner)(
-                **common, n_iter=args.n_iter, delay=args.delay
-            )
+            result = train_all(**common, n_iter=args.n_iter, delay=args.delay)
         else:
-            result = train_step.with_options(task_runner=runner)(**common)
+            result = train_step(**common)
     except (DataError, StateError, ModelFileError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -200,6 +215,7 @@ def _serve(train_all, train_step, parameters: dict, cron: str) -> int:
         **parameters,
         "data": parameters["data"].model_dump(),
         "hyperparams": parameters["hyperparams"].model_dump(),
+        "runtime": parameters["runtime"].model_dump(),
     }
     one_at_a_time = ConcurrencyLimitConfig(
         limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
@@ -228,17 +244,16 @@ def _one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-def _print_result(result: dict, out_dir: str) -> None:
+def _print_result(result, out_dir: str) -> None:
     out = Path(out_dir).resolve()
-    if result.get("trained"):
-        metrics = result.get("metrics") or {}
-        r2 = metrics.get("r2")
+    if result.trained:
+        r2 = (result.metrics or {}).get("r2")
         print(
-            f"model version {result['version']}: {result['rows_trained']:,} rows trained, "
+            f"model version {result.version}: {result.rows_trained:,} rows trained, "
             f"held-out R² {r2 if r2 is None else round(r2, 6)}"
         )
     else:
-        print(f"nothing new to train: model version {result['version']} stays current")
+        print(f"nothing new to train: model version {result.version} stays current")
     print(f"model: {out / 'model.pkl'} (metadata: {out / 'model.json'})")
     if os.environ.get("PREFECT_API_URL"):
         print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")

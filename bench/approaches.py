@@ -41,9 +41,9 @@ def _features(data: Path) -> list[str]:
 
 def _cluster_kwargs() -> dict[str, Any]:
     """The project's own LocalCluster settings (workers from LINREG_DASK_WORKERS)."""
-    from tasks.runtime import dask_task_runner
+    from tasks.runtime import LOCAL_CLUSTER
 
-    return dict(dask_task_runner().cluster_kwargs)
+    return {**LOCAL_CLUSTER, "n_workers": int(os.environ.get("LINREG_DASK_WORKERS", "2"))}
 
 
 def _load_in_memory(data: Path, columns: list[str]) -> np.ndarray:
@@ -251,8 +251,9 @@ def learning_curve(args: argparse.Namespace) -> dict[str, Any]:
     from bench.datasets import load_holdout
     from linreg.batches import plan_batches
     from linreg.config import DataConfig, HyperParams
+    from linreg.executors import SerialExecutor
     from linreg.state import TrainingState
-    from linreg.training import run_round_locally
+    from linreg.training import RoundSpec, train_batches
     from linreg.validation import validate_source
 
     x_hold, y_hold, _ = load_holdout(args.holdout)
@@ -265,7 +266,13 @@ def learning_curve(args: argparse.Namespace) -> dict[str, Any]:
         state = TrainingState.fresh(data.source, list(plan.features), plan.target, model)
         points = []
         while batches := plan_batches(plan.files, state.cursor, data.batch_rows, 1):
-            trained = run_round_locally(state, plan, batches, hyperparams, args.test_fraction)
+            trained = train_batches(
+                state,
+                plan,
+                batches,
+                RoundSpec(hyperparams, data.batch_rows, args.test_fraction),
+                SerialExecutor(),
+            )
             state = trained.state
             residual = y_hold - (x_hold @ trained.estimator.coef_ + trained.estimator.intercept_)
             sse = float(residual @ residual)

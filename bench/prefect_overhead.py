@@ -7,7 +7,7 @@ Measured, each N times after one unmeasured warm-up call:
 - ``flow_cluster``: the same flow on a LocalCluster that outlives the runs (by address), so
   what remains over the bare step is Prefect's own work;
 - ``cluster``: starting and closing that LocalCluster alone;
-- ``bare_round``: ``run_round_locally`` on the same batch (no Prefect, no Dask);
+- ``bare_round``: ``train_batches`` (serial executor) on the same batch (no Prefect, no Dask);
 - ``bare_step``: validate + the round + writing model.pkl/model.json + the state as JSON,
   i.e. everything ``train-step`` does but orchestration.
 
@@ -89,9 +89,10 @@ def _bare_steps(data_dir: str, batch_rows: int, model: str, out: Path):
     the whole step (validate, round, model files, state JSON)."""
     from linreg.batches import plan_batches
     from linreg.config import DataConfig, HyperParams
+    from linreg.executors import SerialExecutor
     from linreg.model_files import publish_model
     from linreg.state import TrainingState
-    from linreg.training import model_metadata, run_round_locally
+    from linreg.training import RoundSpec, model_metadata, train_batches
     from linreg.validation import validate_source
 
     data = DataConfig(source=data_dir, batch_rows=batch_rows)
@@ -101,13 +102,25 @@ def _bare_steps(data_dir: str, batch_rows: int, model: str, out: Path):
     def bare_round():
         state = TrainingState.fresh(data_dir, list(plan.features), plan.target, model)
         batches = plan_batches(plan.files, state.cursor, data.batch_rows, 1)
-        return run_round_locally(state, plan, batches, hyperparams, data.test_fraction)
+        return train_batches(
+            state,
+            plan,
+            batches,
+            RoundSpec(hyperparams, data.batch_rows, data.test_fraction),
+            SerialExecutor(),
+        )
 
     def bare_step():
         step_plan = validate_source(data)
         state = TrainingState.fresh(data_dir, list(step_plan.features), step_plan.target, model)
         batches = plan_batches(step_plan.files, state.cursor, data.batch_rows, 1)
-        trained = run_round_locally(state, step_plan, batches, hyperparams, data.test_fraction)
+        trained = train_batches(
+            state,
+            step_plan,
+            batches,
+            RoundSpec(hyperparams, data.batch_rows, data.test_fraction),
+            SerialExecutor(),
+        )
         metadata = model_metadata(trained, step_plan, hyperparams)
         publish_model(out / "bare", trained.estimator, metadata)
         (out / "bare" / "state.json").write_text(trained.state.model_dump_json())
@@ -115,8 +128,9 @@ def _bare_steps(data_dir: str, batch_rows: int, model: str, out: Path):
     return plan.n_rows, bare_round, bare_step
 
 
-def _flow_call(flow, data_dir: str, batch_rows: int, model: str, out: Path):
+def _flow_call(flow, data_dir: str, batch_rows: int, model: str, out: Path, runtime=None):
     from linreg.config import DataConfig, HyperParams
+    from tasks.runtime import RuntimeConfig
 
     data = DataConfig(source=data_dir, batch_rows=batch_rows)
     hyperparams = HyperParams(model=model)
@@ -128,8 +142,9 @@ def _flow_call(flow, data_dir: str, batch_rows: int, model: str, out: Path):
             out_dir=str(out / "flow"),
             state_block="bench-overhead",
             reset=True,
+            runtime=runtime or RuntimeConfig(),
         )
-        assert summary["trained"], summary
+        assert summary.trained, summary
 
     return call
 
@@ -148,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     from flows import train_step
-    from tasks.runtime import dask_task_runner
+    from tasks.runtime import LOCAL_CLUSTER, RuntimeConfig
 
     # The flow logs every task to the console; here only the timings are output.
     for name in ("prefect", "distributed"):
@@ -156,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     where = (str(args.data), args.batch_rows, args.model, out)
     n_rows, bare_round, bare_step = _bare_steps(*where)
-    kwargs = dict(dask_task_runner().cluster_kwargs)
+    kwargs = dict(LOCAL_CLUSTER)
 
     def cluster_lifecycle():
         with LocalCluster(**kwargs):
@@ -170,14 +185,14 @@ def main(argv: list[str] | None = None) -> None:
     with prefect_test_harness(server_startup_timeout=120):
         timings["flow_default"] = _timed(_flow_call(train_step, *where), args.runs)
         with LocalCluster(**kwargs) as cluster:
-            on_cluster = train_step.with_options(
-                task_runner=dask_task_runner(address=cluster.scheduler_address)
+            on_cluster = _flow_call(
+                train_step, *where, RuntimeConfig(dask_address=cluster.scheduler_address)
             )
-            timings["flow_cluster"] = _timed(_flow_call(on_cluster, *where), args.runs)
+            timings["flow_cluster"] = _timed(on_cluster, args.runs)
             if args.profile_dir:
                 args.profile_dir.mkdir(parents=True, exist_ok=True)
                 profiles["flow_cluster"] = _profile(
-                    _flow_call(on_cluster, *where),
+                    on_cluster,
                     args.profile_dir / "prefect-overhead-flow-cluster.txt",
                 )
         if args.profile_dir:

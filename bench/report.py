@@ -398,12 +398,12 @@ def _overhead_section(records) -> list[str]:
         f"({entry['model']}), {entry['runs']} runs in one process",
         "",
         "Flows against `prefect_test_harness` (a server subprocess); medians after one warm-up "
-        "call each. Overhead = flow − bare step (validate + `run_round_locally` + model files "
+        "call each. Overhead = flow − bare step (validate + `train_batches`, serial + model files "
         "+ state JSON, no Prefect, no Dask).",
         "",
         "| measurement | median (s) | overhead per run (s) | target ≤ 0.5 s |",
         "|---|---:|---:|---|",
-        f"| bare round (`run_round_locally`) | {m['bare_round']:.3f} | | |",
+        f"| bare round (`train_batches`, serial) | {m['bare_round']:.3f} | | |",
         f"| bare step | {bare:.3f} | | |",
         f"| `train_step`, default runner (new LocalCluster per run) | {m['flow_default']:.3f} "
         f"| {over_default:.3f} | {_check(over_default <= TARGETS['overhead'])} |",

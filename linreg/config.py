@@ -57,16 +57,12 @@ class HyperParams(BaseModel):
 
 @dataclass(frozen=True)
 class Settings:
-    """Defaults that the environment may override (``LINREG_*`` variables)."""
+    """Defaults that the environment may override (``LINREG_*`` variables). Where batches
+    run (Dask, locks) is the runtime's business, not the domain's: see ``tasks.runtime``."""
 
     out_dir: str = "artifacts"
     state_block: str = "linreg-state"
     sample_dir: str = "data/sample"
-    dask_address: str | None = None
-    dask_workers: int = 2
-    lock_timeout_seconds: float = 600.0
-    lock_backend: Literal["auto", "prefect", "file"] = "auto"
-    lock_dir: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -75,17 +71,4 @@ class Settings:
             out_dir=env.get("LINREG_OUT_DIR", cls.out_dir),
             state_block=env.get("LINREG_STATE_BLOCK", cls.state_block),
             sample_dir=env.get("LINREG_SAMPLE_DIR", cls.sample_dir),
-            dask_address=env.get("LINREG_DASK_ADDRESS") or None,
-            dask_workers=int(env.get("LINREG_DASK_WORKERS", cls.dask_workers)),
-            lock_backend=_lock_backend(env.get("LINREG_LOCK_BACKEND", cls.lock_backend)),
-            lock_dir=env.get("LINREG_LOCK_DIR") or None,
-            lock_timeout_seconds=float(
-                env.get("LINREG_LOCK_TIMEOUT_SECONDS", cls.lock_timeout_seconds)
-            ),
         )
-
-
-def _lock_backend(value: str) -> Literal["auto", "prefect", "file"]:
-    if value not in ("auto", "prefect", "file"):
-        raise ValueError(f"LINREG_LOCK_BACKEND must be auto, prefect or file, not {value!r}")
-    return value  # type: ignore[return-value]

@@ -14,7 +14,7 @@ import numpy as np
 
 from linreg.batches import BatchSpec
 from linreg.errors import DataError
-from linreg.sources import iter_rows
+from linreg.sources import column_values, iter_tables
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -74,19 +74,48 @@ class PreparedBatch:
     report: BatchReport
 
 
-class BatchChunks:
-    """A batch read a row group at a time, each chunk cleaned of rows with a missing or
-    non-finite value and split by row identity: iterate for ``(train_rows, test_rows)``
-    pairs (features then target), then read :attr:`report`.
+@dataclass
+class Design:
+    """Rows of one chunk laid out as LAPACK factors them: the Fortran-ordered matrix
+    ``[1, X - x_shift, y - y_shift]`` (features then target after the ones column).
 
-    The split of every row is known before reading (it depends only on row identity), so
-    :attr:`max_train` and :attr:`max_test` bound the rows each side can receive.
-    Iterating raises :class:`DataError` at the end if the batch has rows but none is usable.
+    A row dropped for a missing or non-finite value is all zeros, the ones column
+    included: it adds nothing to ``RᵀR = AᵀA``, so the matrix is never compacted.
     """
 
-    def __init__(self, batch: BatchSpec, columns: Sequence[str], test_fraction: float) -> None:
+    matrix: np.ndarray
+    n_valid: int
+    x_shift: np.ndarray
+    y_shift: float
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.matrix[:, 0] != 0.0
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The valid rows in raw units: features (n_valid, n_features), target (n_valid,)."""
+        kept = self.matrix[self.valid] if self.n_valid < len(self.matrix) else self.matrix
+        return kept[:, 1:-1] + self.x_shift, kept[:, -1] + self.y_shift
+
+
+class BatchReader:
+    """A batch read a chunk at a time (at most :data:`linreg.sources.CHUNK_ROWS` rows)
+    into train and held-out :class:`Design` matrices: iterate for ``(train, test)`` pairs,
+    then read :attr:`report`.
+
+    Each column is decoded once and gathered straight into its place in the matrix LAPACK
+    factors; the split (a mask known from row identity before reading) and the missing-value
+    filter (zeroed rows) copy nothing more. The split of every row is known up front, so
+    :attr:`max_train` and :attr:`max_test` bound the rows each side can receive. Iterating
+    raises :class:`DataError` at the end if the batch has rows but none is usable.
+    """
+
+    def __init__(
+        self, batch: BatchSpec, columns: Sequence[str], test_fraction: float, centre: bool = True
+    ) -> None:
         self.batch = batch
         self.columns = list(columns)
+        self.centre = centre
         self.masks = [
             holdout_mask(
                 segment.data_file.file_id,
@@ -99,21 +128,21 @@ class BatchChunks:
         self.max_train = batch.n_rows - self.max_test
         self.report = BatchReport(segments=[batch.describe()])
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[Design, Design]]:
         bad_counts = np.zeros(len(self.columns), dtype=np.int64)
         rows_read = rows_train = rows_test = 0
         for segment, mask in zip(self.batch.segments, self.masks, strict=True):
             offset = 0
-            for chunk in iter_rows(segment.data_file, self.columns, segment.start, segment.stop):
-                is_test = mask[offset : offset + len(chunk)]
-                offset += len(chunk)
-                bad = ~np.isfinite(chunk)
-                bad_counts += bad.sum(axis=0)
-                complete = ~bad.any(axis=1)
-                train_rows, test_rows = chunk[complete & ~is_test], chunk[complete & is_test]
-                rows_train += len(train_rows)
-                rows_test += len(test_rows)
-                yield train_rows, test_rows
+            for table in iter_tables(segment.data_file, self.columns, segment.start, segment.stop):
+                is_test = mask[offset : offset + table.num_rows]
+                offset += table.num_rows
+                values = [column_values(segment.data_file, table, name) for name in self.columns]
+                shift = _shift(values) if self.centre else np.zeros(len(values))
+                train = _design(values, None if not is_test.any() else ~is_test, shift, bad_counts)
+                test = _design(values, is_test, shift, bad_counts)
+                rows_train += train.n_valid
+                rows_test += test.n_valid
+                yield train, test
             rows_read += offset
         dropped_by_column = {
             name: int(count) for name, count in zip(self.columns, bad_counts, strict=True) if count
@@ -135,39 +164,85 @@ class BatchChunks:
         )
 
 
+_SHIFT_SAMPLE = 1024
+
+
+def _shift(values: Sequence[np.ndarray]) -> np.ndarray:
+    """A centre per column from the chunk's first finite values: close enough to the mean
+    that the QR of the shifted columns keeps their digits (Chan, Golub and LeVeque, 1983)."""
+    shift = np.zeros(len(values))
+    for position, column in enumerate(values):
+        sample = column[:_SHIFT_SAMPLE]
+        sample = sample[np.isfinite(sample)]
+        if len(sample):
+            shift[position] = sample.mean()
+    return shift
+
+
+def _design(
+    values: Sequence[np.ndarray], rows: np.ndarray | None, shift: np.ndarray, bad: np.ndarray
+) -> Design:
+    """The rows selected by the boolean mask ``rows`` (None: all) as a :class:`Design`;
+    ``bad`` counts, per column, the values that made a row unusable."""
+    index = None if rows is None else np.flatnonzero(rows)
+    n = len(values[0]) if index is None else len(index)
+    matrix = np.empty((n, len(values) + 1), order="F")
+    matrix[:, 0] = 1.0
+    for position, column in enumerate(values, start=1):
+        target = matrix[:, position]
+        if index is None:
+            np.subtract(column, shift[position - 1], out=target)
+        else:
+            np.take(column, index, out=target)
+            target -= shift[position - 1]
+    n_valid = n
+    if n:
+        # NaN and inf propagate into a row's sum: one pass finds the candidates, which an
+        # exact check confirms (a finite row whose sum overflows is kept).
+        suspects = np.flatnonzero(~np.isfinite(matrix[:, 1:].sum(axis=1)))
+        if len(suspects):
+            finite = np.isfinite(matrix[suspects, 1:])
+            broken = suspects[~finite.all(axis=1)]
+            bad += (~finite).sum(axis=0)
+            matrix[broken, :] = 0.0
+            n_valid = n - len(broken)
+    return Design(matrix, n_valid, shift[:-1].copy(), float(shift[-1]))
+
+
 def prepare_batch(batch: BatchSpec, columns: Sequence[str], test_fraction: float) -> PreparedBatch:
     """Read ``batch`` (``columns`` = features then target), drop rows with a missing or
     non-finite value, and split the rest by row identity.
 
-    Each chunk's rows go straight into train and held-out arrays sized from the split, so the
-    batch is in memory once, not as a table, a block and two copies.
+    Each chunk's valid rows go straight into train and held-out arrays sized from the split,
+    so the batch is in memory once.
 
     Raises :class:`DataError` if the batch has rows but none of them is usable.
     """
-    chunks = BatchChunks(batch, columns, test_fraction)
-    train = _Rows(chunks.max_train, len(columns))
-    test = _Rows(chunks.max_test, len(columns))
-    for train_rows, test_rows in chunks:
-        train.append(train_rows)
-        test.append(test_rows)
+    reader = BatchReader(batch, columns, test_fraction, centre=False)
+    train = _Rows(reader.max_train, len(columns))
+    test = _Rows(reader.max_test, len(columns))
+    for train_design, test_design in reader:
+        train.append(train_design)
+        test.append(test_design)
     x_train, y_train = train.features_and_target()
     x_test, y_test = test.features_and_target()
-    return PreparedBatch(x_train, y_train, x_test, y_test, chunks.report)
+    return PreparedBatch(x_train, y_train, x_test, y_test, reader.report)
 
 
 class _Rows:
-    """Preallocated features and target, filled a chunk at a time (at most ``capacity`` rows;
-    a chunk's last column is the target)."""
+    """Preallocated C-ordered features and target (what scikit-learn takes), filled a chunk
+    at a time with the valid rows of uncentred designs (at most ``capacity`` rows)."""
 
     def __init__(self, capacity: int, width: int) -> None:
         self.features = np.empty((capacity, width - 1), dtype=np.float64)
         self.target = np.empty(capacity, dtype=np.float64)
         self.size = 0
 
-    def append(self, rows: np.ndarray) -> None:
-        end = self.size + len(rows)
-        self.features[self.size : end] = rows[:, :-1]
-        self.target[self.size : end] = rows[:, -1]
+    def append(self, design: Design) -> None:
+        valid = design.valid if design.n_valid < len(design.matrix) else slice(None)
+        end = self.size + design.n_valid
+        self.features[self.size : end] = design.matrix[valid, 1:-1]
+        self.target[self.size : end] = design.matrix[valid, -1]
         self.size = end
 
     def features_and_target(self) -> tuple[np.ndarray, np.ndarray]:

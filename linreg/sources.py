@@ -8,6 +8,7 @@ train/test membership, so moving the whole data directory changes neither.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import infer_compression
 
 from linreg.errors import DataError
@@ -105,6 +107,12 @@ def _is_numeric(arrow_type: pa.DataType) -> bool:
     )
 
 
+def _local_path(url: str) -> str | None:
+    """The path of a ``file://`` URL (or plain path), None for any other protocol."""
+    fs, path = url_to_fs(url)
+    return path if isinstance(fs, LocalFileSystem) else None
+
+
 def _open(url: str):
     return fsspec.open(url, "rb", compression=infer_compression(url)).open()
 
@@ -155,6 +163,10 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+CHUNK_ROWS = 65_536
+"""Rows decoded at a time: a chunk of 20 float64 columns is ~10 MiB, whatever the row groups."""
+
+
 def read_rows(data_file: DataFile, columns: Sequence[str], start: int, stop: int) -> np.ndarray:
     """Rows ``[start, stop)`` of ``columns`` as a float64 array; missing values are NaN."""
     chunks = list(iter_rows(data_file, columns, start, stop))
@@ -166,16 +178,27 @@ def read_rows(data_file: DataFile, columns: Sequence[str], start: int, stop: int
 def iter_rows(
     data_file: DataFile, columns: Sequence[str], start: int, stop: int
 ) -> Iterator[np.ndarray]:
-    """Rows ``[start, stop)`` of ``columns`` as consecutive float64 arrays, one per Parquet
-    row group or CSV block, so a caller holds one chunk of the file at a time."""
+    """Rows ``[start, stop)`` of ``columns`` as consecutive float64 arrays of at most
+    :data:`CHUNK_ROWS` rows, so a caller holds one chunk of the file at a time."""
+    for table in iter_tables(data_file, columns, start, stop):
+        block = np.empty((table.num_rows, len(columns)), dtype=np.float64)
+        for position, name in enumerate(columns):
+            block[:, position] = column_values(data_file, table, name)
+        yield block
+
+
+def iter_tables(
+    data_file: DataFile, columns: Sequence[str], start: int, stop: int
+) -> Iterator[pa.RecordBatch | pa.Table]:
+    """Rows ``[start, stop)`` of ``columns`` as Arrow tables of at most :data:`CHUNK_ROWS`
+    rows: Parquet is decoded in slices even when a row group holds millions of rows."""
     tables = (
-        _parquet_row_groups(data_file.url, columns, start, stop)
+        _parquet_slices(data_file.url, columns, start, stop)
         if data_file.fmt == "parquet"
         else _csv_blocks(data_file, columns, start, stop)
     )
     try:
-        for table in tables:
-            yield _as_float_array(data_file, table, columns)
+        yield from tables
     except DataError:
         raise
     except FileNotFoundError:
@@ -188,35 +211,54 @@ def iter_rows(
         tables.close()
 
 
-def _as_float_array(data_file: DataFile, table: pa.Table, columns: Sequence[str]) -> np.ndarray:
-    block = np.empty((table.num_rows, len(columns)), dtype=np.float64)
-    for position, name in enumerate(columns):
-        column = table.column(name)
-        if not _is_numeric(column.type):
-            raise DataError(f"{data_file.file_id}: column '{name}' is not numeric ({column.type})")
-        block[:, position] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    return block
+def column_values(data_file: DataFile, table: pa.RecordBatch | pa.Table, name: str) -> np.ndarray:
+    """One column of a chunk as a 1-d float64 (or integer) array, missing values as NaN;
+    zero-copy for a float64 column without nulls."""
+    column = table.column(name)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not _is_numeric(column.type):
+        raise DataError(f"{data_file.file_id}: column '{name}' is not numeric ({column.type})")
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+        column = column.cast(pa.float64())
+    values = column.to_numpy(zero_copy_only=False)
+    return values if values.dtype.kind == "f" else values.astype(np.float64)
 
 
-def _parquet_row_groups(
+def _parquet_slices(
     url: str, columns: Sequence[str], start: int, stop: int
-) -> Generator[pa.Table, None, None]:
-    with _open(url) as handle:
+) -> Generator[pa.RecordBatch, None, None]:
+    local = _local_path(url)
+    # A local file is read by Arrow's own I/O: through a Python file object (fsspec's) the
+    # same decode ran at a quarter of the speed (1.8 M vs 6.9 M rows/s of 21 columns).
+    with contextlib.nullcontext(local) if local else _open(url) as handle:
         parquet_file = pq.ParquetFile(handle)
         metadata = parquet_file.metadata
-        offset = 0
+        groups, offset, first_offset = [], 0, None
         for index in range(metadata.num_row_groups):
             group_rows = metadata.row_group(index).num_rows
             if offset < stop and offset + group_rows > start:
-                table = parquet_file.read_row_group(index, columns=list(columns))
-                first = max(start - offset, 0)
-                yield table.slice(first, min(stop - offset, group_rows) - first)
+                groups.append(index)
+                first_offset = offset if first_offset is None else first_offset
             offset += group_rows
+        if not groups:
+            return
+        position = first_offset
+        for batch in parquet_file.iter_batches(
+            batch_size=CHUNK_ROWS, row_groups=groups, columns=list(columns), use_threads=False
+        ):
+            first = max(start - position, 0)
+            last = min(stop - position, batch.num_rows)
+            position += batch.num_rows
+            if last > first:
+                yield batch.slice(first, last - first)
+            if position >= stop:
+                return
 
 
 def _csv_blocks(
     data_file: DataFile, columns: Sequence[str], start: int, stop: int
-) -> Generator[pa.Table, None, None]:
+) -> Generator[pa.RecordBatch, None, None]:
     convert = pacsv.ConvertOptions(
         include_columns=list(columns), column_types={name: pa.float64() for name in columns}
     )
@@ -225,10 +267,10 @@ def _csv_blocks(
     with _open(data_file.url) as handle:
         try:
             reader = pacsv.open_csv(handle, read_options=read, convert_options=convert)
-            for batch in reader:
-                table = pa.Table.from_batches([batch.slice(0, wanted)])
-                wanted -= table.num_rows
-                yield table
+            for block in reader:
+                rows = block.slice(0, wanted)
+                wanted -= rows.num_rows
+                yield rows
                 if wanted <= 0:
                     break
         except pa.ArrowInvalid as error:

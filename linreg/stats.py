@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from scipy.linalg import solve_triangular
+from scipy.linalg.lapack import dgeqrf
 
 
 @dataclass(frozen=True)
@@ -47,37 +48,52 @@ class LeastSquaresStats:
         return len(self.x_shift)
 
     @classmethod
-    def from_arrays(cls, x: np.ndarray, y: np.ndarray, block_rows: int = 4096) -> LeastSquaresStats:
+    def from_arrays(
+        cls, x: np.ndarray, y: np.ndarray, block_rows: int = 65_536
+    ) -> LeastSquaresStats:
         """Statistics of the rows of ``x`` (n_samples, n_features) and ``y`` (n_samples,).
 
         The rows are taken ``block_rows`` at a time, each block centred on its own mean and
-        reduced by a QR that stays in the CPU cache, and the blocks merged as a pairwise tree
-        (TSQR). That is several times faster than one Householder QR of the whole tall matrix,
-        at least as accurate (local centring, rounding growing with log of the block count),
-        and it never builds the whole augmented matrix in memory.
+        factored in place (:meth:`from_matrix`), and the blocks merged as a pairwise tree
+        (TSQR), so the whole augmented matrix is never built in memory.
         """
         n, p = x.shape
-        if n <= block_rows:
-            return cls._from_block(x, y)
-        blocks = [
-            cls._from_block(x[start : start + block_rows], y[start : start + block_rows])
-            for start in range(0, n, block_rows)
-        ]
+        if n == 0:
+            return cls._empty(p)
+        blocks = []
+        for start in range(0, n, block_rows):
+            x_block, y_block = x[start : start + block_rows], y[start : start + block_rows]
+            x_shift, y_shift = x_block.mean(axis=0), float(y_block.mean())
+            matrix = np.empty((len(x_block), p + 2), order="F")
+            matrix[:, 0] = 1.0
+            np.subtract(x_block, x_shift, out=matrix[:, 1 : p + 1])
+            np.subtract(y_block, y_shift, out=matrix[:, p + 1])
+            blocks.append(cls.from_matrix(matrix, len(x_block), x_shift, y_shift))
         return cls.merge_all(blocks)
 
     @classmethod
-    def _from_block(cls, x: np.ndarray, y: np.ndarray) -> LeastSquaresStats:
-        n, p = x.shape
-        k = p + 2
+    def from_matrix(
+        cls, matrix: np.ndarray, n: int, x_shift: np.ndarray, y_shift: float
+    ) -> LeastSquaresStats:
+        """Statistics of the ``n`` rows of ``matrix`` = ``[1, X - x_shift, y - y_shift]``
+        (Fortran order; extra all-zero rows allowed), which is overwritten.
+
+        One LAPACK ``dgeqrf`` in place: a tall-skinny Householder QR with no copy of the
+        rows, several times faster than ``numpy.linalg.qr`` (which copies and transposes).
+        """
+        k = len(x_shift) + 2
         if n == 0:
-            return cls(0, np.zeros(p), 0.0, np.zeros((k, k)))
-        x_shift = x.mean(axis=0)
-        y_shift = float(y.mean())
-        augmented = np.empty((n, k))
-        augmented[:, 0] = 1.0
-        np.subtract(x, x_shift, out=augmented[:, 1 : p + 1])
-        np.subtract(y, y_shift, out=augmented[:, p + 1])
-        return cls(n, x_shift, y_shift, _square_r(np.linalg.qr(augmented, mode="r"), k))
+            return cls._empty(k - 2)
+        if not matrix.flags.f_contiguous:
+            matrix = np.asfortranarray(matrix)
+        factored, _, _, info = dgeqrf(matrix, overwrite_a=True)
+        if info != 0:
+            raise ValueError(f"LAPACK dgeqrf failed (info={info})")
+        return cls(n, np.asarray(x_shift, dtype=np.float64), float(y_shift), _upper(factored, k))
+
+    @classmethod
+    def _empty(cls, p: int) -> LeastSquaresStats:
+        return cls(0, np.zeros(p), 0.0, np.zeros((p + 2, p + 2)))
 
     def shifted(self, x_shift: np.ndarray, y_shift: float) -> np.ndarray:
         """R of the same rows centred at ``x_shift``, ``y_shift`` instead."""
@@ -162,6 +178,11 @@ def _square_r(r: np.ndarray, k: int) -> np.ndarray:
     square = np.zeros((k, k))
     square[: r.shape[0]] = r
     return square
+
+
+def _upper(factored: np.ndarray, k: int) -> np.ndarray:
+    """The k x k R factor from ``dgeqrf``'s output (R is its upper triangle)."""
+    return _square_r(np.triu(factored[:k]), k)
 
 
 class SingularSystemError(ValueError):

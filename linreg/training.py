@@ -1,116 +1,46 @@
-"""One training round, free of any orchestrator: the pieces the Prefect tasks run on Dask
-workers, and the same round run sequentially in-process (tests, benchmarks' bare baseline).
+"""The training round, written once: a list of batches in, one new model version out.
 
-A round takes the next batches after the state's cursor, updates the estimator on their
-training rows, merges their held-out statistics, evaluates, and yields the next state.
+    lock -> load state -> next batches after the cursor -> summarise + fold each (executor)
+         -> finish -> evaluate -> publish -> save state (compare-and-swap) -> unlock
+
+Everything that talks to the outside world is injected: the executor (serial or Dask), the
+state store (a Prefect block, or memory in tests), the publisher (model files, plus Prefect
+artifacts when a flow runs the round) and the lock. The Prefect tasks wrap these objects'
+calls and nothing else, so a flow, the CLI and a unit test all run this same function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
-import pandas as pd
-
-from linreg.batches import BatchSpec, advance_cursor
+from linreg.batches import BatchSpec, advance_cursor, plan_batches
 from linreg.config import HyperParams
 from linreg.errors import DataError
-from linreg.estimators import estimator_from_state, make_estimator
 from linreg.evaluation import regression_metrics
-from linreg.preprocess import BatchChunks, BatchReport, PreparedBatch, prepare_batch
-from linreg.state import TrainingState
-from linreg.stats import LeastSquaresStats, SingularSystemError, solve_least_squares
+from linreg.executors import Executor
+from linreg.model_files import publish_model
+from linreg.preprocess import BatchReport
+from linreg.state import StateStore, TrainingState, fingerprint
+from linreg.stats import LeastSquaresStats
+from linreg.strategies import BatchSummary, Estimator, strategy_for
 from linreg.validation import SourcePlan
 
-Estimator = Any  # IncrementalLinearRegression | StandardizedSGDRegressor
+_log = logging.getLogger("linreg")
 
 
-@dataclass
-class BatchSummary:
-    """What a worker sends back about one batch: small, whatever the batch size."""
+@dataclass(frozen=True)
+class RoundSpec:
+    """What a round trains: how the data is cut, the model, and how much of the backlog."""
 
-    report: BatchReport
-    holdout: LeastSquaresStats
-    train: LeastSquaresStats | None = None
-    x_test: np.ndarray | None = None
-    y_test: np.ndarray | None = None
-
-
-def summarize_prepared(prepared: PreparedBatch, keep_test_rows: bool) -> BatchSummary:
-    """sgd: QR statistics of a prepared batch's held-out rows (what evaluation needs)."""
-    return BatchSummary(
-        report=prepared.report,
-        holdout=LeastSquaresStats.from_arrays(prepared.x_test, prepared.y_test),
-        x_test=prepared.x_test if keep_test_rows else None,
-        y_test=prepared.y_test if keep_test_rows else None,
-    )
-
-
-def summarize_batch(
-    batch: BatchSpec, columns: Sequence[str], test_fraction: float, keep_test_rows: bool
-) -> BatchSummary:
-    """ols: read, clean and split ``batch`` a row group at a time, as :func:`prepare_batch`
-    does, reducing each chunk to QR statistics at once: a worker holds one chunk, never the
-    batch, so memory does not depend on the batch size."""
-    chunks = BatchChunks(batch, columns, test_fraction)
-    train_parts, test_parts, kept = [], [], []
-    for train_rows, test_rows in chunks:
-        train_parts.append(LeastSquaresStats.from_arrays(train_rows[:, :-1], train_rows[:, -1]))
-        test_parts.append(LeastSquaresStats.from_arrays(test_rows[:, :-1], test_rows[:, -1]))
-        if keep_test_rows:
-            kept.append(test_rows)
-    width = len(columns)
-    test_rows = np.concatenate(kept) if kept else np.empty((0, width))
-    return BatchSummary(
-        report=chunks.report,
-        holdout=_merged(test_parts, width - 1),
-        train=_merged(train_parts, width - 1),
-        x_test=test_rows[:, :-1] if keep_test_rows else None,
-        y_test=test_rows[:, -1] if keep_test_rows else None,
-    )
-
-
-def _merged(parts: Sequence[LeastSquaresStats], n_features: int) -> LeastSquaresStats:
-    if parts:
-        return LeastSquaresStats.merge_all(parts)
-    return LeastSquaresStats.from_arrays(np.empty((0, n_features)), np.empty(0))
-
-
-def sgd_fit_prepared(
-    estimator: Estimator, prepared: PreparedBatch, feature_names: Sequence[str]
-) -> Estimator:
-    """One ``partial_fit`` of an SGD estimator on a prepared batch's training rows."""
-    if len(prepared.y_train):
-        frame = pd.DataFrame(prepared.x_train, columns=list(feature_names), copy=False)
-        estimator.partial_fit(frame, prepared.y_train)
-    return estimator
-
-
-def start_estimator(state: TrainingState, hyperparams: HyperParams) -> Estimator:
-    """The state's estimator with the run's hyper-parameters, or a new one."""
-    params = hyperparams.model_dump(exclude={"model"})
-    if state.estimator is None:
-        return make_estimator(hyperparams.model, **params)
-    return estimator_from_state(state.estimator, **params)
-
-
-def finish_ols(
-    estimator: Estimator, train_parts: Sequence[LeastSquaresStats], features: Sequence[str]
-) -> Estimator:
-    """Merge per-batch training statistics (in batch order) into the ols estimator."""
-    merged = LeastSquaresStats.merge_all(train_parts)
-    if hasattr(estimator, "stats_"):
-        merged = estimator.stats_.merge(merged)
-    try:
-        # The estimator would return a minimum-norm solution; a product refuses one.
-        solve_least_squares(merged, estimator.alpha, list(features), strict=True)
-    except SingularSystemError as error:
-        raise DataError(f"cannot fit ols on {merged.n} training rows: {error}") from None
-    return estimator.merge_stats(
-        LeastSquaresStats.merge_all(train_parts), feature_names=list(features)
-    )
+    hyperparams: HyperParams
+    batch_rows: int
+    test_fraction: float
+    max_batches: int | None = None
+    reset: bool = False
 
 
 @dataclass
@@ -122,7 +52,162 @@ class TrainedRound:
     metrics: dict[str, Any]
     report: BatchReport
     batches: int
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadedState:
+    """The state a round starts from, and the stored version it must still find when saving."""
+
+    state: TrainingState
+    stored_version: int | None
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What a round did, for flows, the CLI and scripts."""
+
+    trained: bool
+    version: int
+    batches: int
+    rows_trained: int
+    metrics: dict[str, Any] | None = None
+    sha256: str | None = None
+    report: BatchReport = field(default_factory=BatchReport)
+    rounds: int = 1
+
+
+class Publisher(Protocol):
+    """Makes a trained round's model available (files; artifacts when run by a flow)."""
+
+    def publish(
+        self, trained: TrainedRound, plan: SourcePlan, hyperparams: HyperParams
+    ) -> dict[str, Any]: ...
+
+
+Lock = Callable[[str], AbstractContextManager[Any]]
+OnBatch = Callable[[int, int, BatchSummary], None]
+
+
+def no_lock(name: str) -> AbstractContextManager[None]:  # noqa: ARG001 - a Lock
+    """For a store nobody else writes to (tests, benchmarks)."""
+    return nullcontext()
+
+
+def run_round(
+    plan: SourcePlan,
+    spec: RoundSpec,
+    *,
+    executor: Executor,
+    store: StateStore,
+    publisher: Publisher,
+    lock: Lock = no_lock,
+    on_batch: OnBatch | None = None,
+    log: logging.Logger | logging.LoggerAdapter = _log,
+) -> RoundResult:
+    """Train the next batches after the saved cursor into one new, published model version.
+
+    Bad data anywhere in the round raises before anything is published or saved, so the
+    store and the published model stay as they were. ``on_batch(index, count, summary)``
+    reports each batch as it is folded in.
+    """
+    with lock(store.name):
+        loaded = load_or_start(store, plan, spec.hyperparams, spec.reset, log)
+        batches = plan_batches(plan.files, loaded.state.cursor, spec.batch_rows, spec.max_batches)
+        if not batches:
+            log.info("no new rows after the cursor: every batch of %s is trained", plan.source)
+            state = loaded.state
+            return RoundResult(False, state.version, 0, state.rows_trained)
+        log.info(
+            "%d batch(es) of up to %d rows, %d rows in all",
+            len(batches),
+            spec.batch_rows,
+            sum(batch.n_rows for batch in batches),
+        )
+        trained = train_batches(loaded.state, plan, batches, spec, executor, on_batch, log)
+        metadata = publisher.publish(trained, plan, spec.hyperparams)
+        store.save(trained.state, loaded.stored_version)
+    return RoundResult(
+        True,
+        trained.state.version,
+        trained.batches,
+        trained.state.rows_trained,
+        metadata["metrics"],
+        metadata.get("sha256"),
+        trained.report,
+    )
+
+
+def load_or_start(
+    store: StateStore,
+    plan: SourcePlan,
+    hyperparams: HyperParams,
+    reset: bool = False,
+    log: logging.Logger | logging.LoggerAdapter = _log,
+) -> LoadedState:
+    """The stored state if it continues this source, columns and model; a fresh one if
+    nothing is stored or ``reset`` (versions keep rising, so a new model never looks old)."""
+    stored = store.load()
+    features = list(plan.features)
+    stored_version = None if stored is None else stored.version
+    if stored is None or reset:
+        log.info(
+            "starting a new %s model in state '%s'%s",
+            hyperparams.model,
+            store.name,
+            " (reset)" if stored is not None else "",
+        )
+        fresh = TrainingState.fresh(
+            plan.source, features, plan.target, hyperparams.model, version=stored_version or 0
+        )
+        return LoadedState(fresh, stored_version)
+    expected = fingerprint(plan.source, features, plan.target, hyperparams.model)
+    stored.check_compatible(expected, store.name)
+    log.info(
+        "resuming state '%s' at version %d (%d rows trained)",
+        store.name,
+        stored.version,
+        stored.rows_trained,
+    )
+    return LoadedState(stored, stored_version)
+
+
+def train_batches(
+    state: TrainingState,
+    plan: SourcePlan,
+    batches: Sequence[BatchSpec],
+    spec: RoundSpec,
+    executor: Executor,
+    on_batch: OnBatch | None = None,
+    log: logging.Logger | logging.LoggerAdapter = _log,
+) -> TrainedRound:
+    """Summarise and fold ``batches`` with the model's strategy, finish, and evaluate."""
+    strategy = strategy_for(spec.hyperparams.model)
+    summaries: list[BatchSummary] = []
+
+    def on_summary(index: int, summary: BatchSummary) -> None:
+        summaries.append(summary)
+        report = summary.report
+        log.info(
+            "batch %d/%d: %d rows read, %d dropped, %d train, %d held out (%s)",
+            index + 1,
+            len(batches),
+            report.rows_read,
+            report.rows_dropped,
+            report.rows_train,
+            report.rows_test,
+            "; ".join(report.segments),
+        )
+        if on_batch is not None:
+            on_batch(index, len(batches), summary)
+
+    accumulator = strategy.start(state.estimator, spec.hyperparams)
+    accumulator = executor.map_batches(
+        strategy, accumulator, batches, plan.columns, spec.test_fraction, on_summary
+    )
+    estimator = strategy.finish(accumulator, plan.features)
+    trained = complete_round(state, estimator, batches, summaries)
+    log.info("model version %d: %s", trained.state.version, _format(trained.metrics))
+    return trained
 
 
 def complete_round(
@@ -150,51 +235,24 @@ def complete_round(
         holdout, estimator.coef_, estimator.intercept_, latest.x_test, latest.y_test
     )
     version = state.version + 1
-    metrics_entry = {
-        "version": version,
-        "rows_trained": state.rows_trained + report.rows_train,
-        **metrics,
-    }
+    rows_trained = state.rows_trained + report.rows_train
     next_state = state.model_copy(
         update={
             "version": version,
             "cursor": advance_cursor(state.cursor, batches),
             "estimator": estimator.get_state(),
             "holdout": holdout.to_dict(),
-            "rows_trained": state.rows_trained + report.rows_train,
+            "rows_trained": rows_trained,
             "rows_held_out": state.rows_held_out + report.rows_test,
             "rows_dropped": state.rows_dropped + report.rows_dropped,
             "batches_trained": state.batches_trained + len(batches),
-            "metrics_history": [*state.metrics_history, metrics_entry],
+            "metrics_history": [
+                *state.metrics_history,
+                {"version": version, "rows_trained": rows_trained, **metrics},
+            ],
         }
     ).stamped()
     return TrainedRound(estimator, next_state, metrics, report, len(batches))
-
-
-def run_round_locally(
-    state: TrainingState,
-    plan: SourcePlan,
-    batches: Iterable[BatchSpec],
-    hyperparams: HyperParams,
-    test_fraction: float,
-) -> TrainedRound:
-    """The whole round in this process, batch after batch: no Prefect, no Dask."""
-    batches = list(batches)
-    estimator = start_estimator(state, hyperparams)
-    summaries, train_parts = [], []
-    for position, batch in enumerate(batches):
-        is_last = position == len(batches) - 1
-        if hyperparams.model == "ols":
-            summary = summarize_batch(batch, plan.columns, test_fraction, is_last)
-            train_parts.append(summary.train)
-        else:
-            prepared = prepare_batch(batch, plan.columns, test_fraction)
-            summary = summarize_prepared(prepared, is_last)
-            estimator = sgd_fit_prepared(estimator, prepared, plan.features)
-        summaries.append(summary)
-    if hyperparams.model == "ols":
-        estimator = finish_ols(estimator, train_parts, plan.features)
-    return complete_round(state, estimator, batches, summaries)
 
 
 def model_metadata(
@@ -223,3 +281,24 @@ def model_metadata(
             "last_batches": trained.report.segments,
         },
     }
+
+
+def _format(metrics: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{name}={value:.6g}" if isinstance(value, float) else f"{name}={value}"
+        for name, value in metrics.items()
+    )
+
+
+class FilePublisher:
+    """Publishes ``model.pkl`` and ``model.json`` into ``out_dir`` (see :mod:`model_files`)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def publish(
+        self, trained: TrainedRound, plan: SourcePlan, hyperparams: HyperParams
+    ) -> dict[str, Any]:
+        return publish_model(
+            self.out_dir, trained.estimator, model_metadata(trained, plan, hyperparams)
+        )

@@ -10,8 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from linreg.config import HyperParams
-from linreg.model_files import publish_model
-from linreg.training import TrainedRound, model_metadata
+from linreg.training import FilePublisher, TrainedRound
 from linreg.validation import SourcePlan
 from tasks.runtime import IO_RETRY_DELAYS, retry_unless_permanent
 
@@ -19,6 +18,19 @@ from tasks.runtime import IO_RETRY_DELAYS, retry_unless_permanent
 def artifact_key(state_block: str, kind: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes; one history per model."""
     return re.sub(r"[^a-z0-9-]+", "-", f"{state_block}-{kind}".lower()).strip("-")
+
+
+class ArtifactPublisher:
+    """Publishes the model files in the ``publish`` task, and reports them in the UI."""
+
+    def __init__(self, out_dir: str, state_block: str) -> None:
+        self.files = FilePublisher(out_dir)
+        self.state_block = state_block
+
+    def publish(
+        self, trained: TrainedRound, plan: SourcePlan, hyperparams: HyperParams
+    ) -> dict[str, Any]:
+        return publish(self.files, trained, plan, hyperparams, self.state_block)
 
 
 @task(
@@ -29,18 +41,18 @@ def artifact_key(state_block: str, kind: str) -> str:
     cache_policy=NO_CACHE,
 )
 def publish(
+    files: FilePublisher,
     trained: TrainedRound,
     plan: SourcePlan,
     hyperparams: HyperParams,
-    out_dir: str,
     state_block: str,
 ) -> dict[str, Any]:
     """Write model.pkl and model.json atomically, then report the version in the UI."""
-    metadata = publish_model(out_dir, trained.estimator, model_metadata(trained, plan, hyperparams))
+    metadata = files.publish(trained, plan, hyperparams)
     get_run_logger().info(
         "published model version %d to %s (sha256 %s)",
         metadata["version"],
-        out_dir,
+        files.out_dir,
         metadata["sha256"][:12],
     )
     history = trained.state.metrics_history
@@ -56,7 +68,7 @@ def publish(
         description=f"Held-out metrics per model version of state block '{state_block}'.",
     )
     create_markdown_artifact(
-        markdown=_summary_markdown(metadata, trained, out_dir),
+        markdown=_summary_markdown(metadata, trained, files.out_dir),
         key=artifact_key(state_block, "model"),
         description=f"The model published by state block '{state_block}'.",
     )

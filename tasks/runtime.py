@@ -1,5 +1,5 @@
-"""Runtime plumbing shared by tasks and flows: the Dask task runner, the training lock,
-and the retry policy of I/O tasks."""
+"""Runtime plumbing shared by tasks and flows: where batches run (the Dask task runner, the
+run's RuntimeConfig), the training lock, and the retry policy of I/O tasks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import distributed
 from distributed import Client
@@ -20,9 +21,9 @@ from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import get_current_settings
-from prefect_dask import DaskTaskRunner, get_dask_client
+from prefect_dask import DaskTaskRunner
+from pydantic import BaseModel, ConfigDict, Field
 
-from linreg.config import Settings
 from linreg.errors import DataError, ModelFileError, StateError
 
 # Errors that another attempt cannot fix: bad data, an incompatible state, a lost race.
@@ -41,43 +42,70 @@ def retry_unless_permanent(task, task_run, state) -> bool:  # noqa: ARG001 (Pref
     return True
 
 
-def dask_task_runner(address: str | None = None, workers: int | None = None) -> DaskTaskRunner:
-    """A runner on an existing Dask scheduler (``address``) or a temporary LocalCluster."""
-    settings = Settings.from_env()
-    address = address or settings.dask_address
-    if address:
-        return DaskTaskRunner(address=address)
-    return DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": workers or settings.dask_workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "host": "127.0.0.1",
-            # The scheduler's HTTP endpoint (health, metrics) on a free port, not the fixed
-            # 8787 that a second cluster on the machine would collide with; no dashboard.
-            "dashboard_address": "127.0.0.1:0",
-            "scheduler_kwargs": {"dashboard": False},
-            # A task's exception reaches the flow (and its logs) with its message; the
-            # worker's own "Compute Failed" report would repeat it on stderr.
-            "silence_logs": logging.CRITICAL,
-        }
+class RuntimeConfig(BaseModel):
+    """Where a run's batches are computed. A flow parameter, so the CLI, the UI and each
+    deployment choose it per run; nothing is read from the environment at import."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    executor: Literal["auto", "serial", "dask"] = Field(
+        "auto",
+        description="auto: this process for a round of at most serial_max_rows rows (a Dask "
+        "cluster would take longer to start than the round to run), Dask above it.",
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler of an existing Dask cluster; default: a local one."
+    )
+    dask_workers: int = Field(2, ge=1, description="Workers of the local Dask cluster.")
+    serial_max_rows: int = Field(
+        2_000_000, ge=0, description="auto: the largest round run without Dask."
     )
 
+    def use_dask(self, n_rows: int) -> bool:
+        if self.executor == "auto":
+            return self.dask_address is not None or n_rows > self.serial_max_rows
+        return self.executor == "dask"
 
-@contextmanager
-def cluster_client() -> Iterator[Client]:
-    """A client of this flow run's Dask cluster, wherever the calling task runs.
 
-    In the flow process that is the task runner's own client; on a Dask worker (a submitted
-    task) it is ``prefect_dask.get_dask_client()``, which connects to the same scheduler.
+LOCAL_CLUSTER = {
+    "n_workers": 2,
+    "threads_per_worker": 1,
+    "processes": True,
+    "host": "127.0.0.1",
+    # The scheduler's HTTP endpoint (health, metrics) on a free port, not the fixed 8787
+    # that a second cluster on the machine would collide with; no dashboard.
+    "dashboard_address": "127.0.0.1:0",
+    "scheduler_kwargs": {"dashboard": False},
+    # A task's exception reaches the flow (and its logs) with its message; the worker's own
+    # "Compute Failed" report would repeat it on stderr.
+    "silence_logs": logging.CRITICAL,
+}
+
+
+def dask_task_runner() -> DaskTaskRunner:
+    """The flows' task runner: a local cluster unless :func:`dask_client` is pointed at a
+    scheduler first. prefect-dask starts its cluster on first use only, so a round that runs
+    serially never starts one."""
+    return DaskTaskRunner(cluster_kwargs=dict(LOCAL_CLUSTER))
+
+
+def dask_client(runtime: RuntimeConfig) -> Client:
+    """A client of this flow run's Dask cluster (started now if need be), wherever the
+    calling task runs.
+
+    In the flow process that is the task runner's own client, pointed at
+    ``runtime.dask_address`` or sized to ``runtime.dask_workers`` before its first use; on a
+    Dask worker (a submitted task) it is the worker's client of the same scheduler.
     """
     context = FlowRunContext.get()
     runner = context.task_runner if context else None
-    if isinstance(runner, DaskTaskRunner) and not _on_dask_worker():
-        yield runner.client
-    else:
-        with get_dask_client() as client:
-            yield client
+    if _on_dask_worker() or not isinstance(runner, DaskTaskRunner):
+        return distributed.get_client() if _on_dask_worker() else Client(runtime.dask_address)
+    if runtime.dask_address and not runner.address and runner._cluster is None:
+        runner.address = runtime.dask_address
+    elif not runner.address and runner._cluster is None:
+        runner.cluster_kwargs["n_workers"] = runtime.dask_workers
+    return runner.client
 
 
 def _on_dask_worker() -> bool:
@@ -102,10 +130,12 @@ def training_lock(state_block: str, timeout_seconds: float | None = None) -> Ite
     an OS file lock in ``LINREG_LOCK_DIR``, released by the kernel the moment its holder dies,
     for runs that all share one host. ``LINREG_LOCK_BACKEND`` chooses explicitly.
     """
-    settings = Settings.from_env()
-    timeout = settings.lock_timeout_seconds if timeout_seconds is None else timeout_seconds
+    timeout = float(os.environ.get("LINREG_LOCK_TIMEOUT_SECONDS", "600"))
+    timeout = timeout if timeout_seconds is None else timeout_seconds
     name = lock_name(state_block)
-    backend = settings.lock_backend
+    backend = os.environ.get("LINREG_LOCK_BACKEND", "auto")
+    if backend not in ("auto", "prefect", "file"):
+        raise ValueError(f"LINREG_LOCK_BACKEND must be auto, prefect or file, not {backend!r}")
     if backend == "auto":
         backend = "prefect" if get_current_settings().api.url else "file"
     if backend == "prefect":
@@ -113,7 +143,9 @@ def training_lock(state_block: str, timeout_seconds: float | None = None) -> Ite
         with concurrency(name, occupy=1, timeout_seconds=timeout, lease_duration=60, strict=True):
             yield
     else:
-        directory = Path(settings.lock_dir or Path(get_current_settings().home) / "locks")
+        directory = Path(
+            os.environ.get("LINREG_LOCK_DIR") or Path(get_current_settings().home) / "locks"
+        )
         with _file_lock(directory / f"{name}.lock", timeout):
             yield
 

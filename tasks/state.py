@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from prefect import get_run_logger, task
 from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
@@ -13,10 +11,8 @@ from prefect.client.schemas.objects import BlockDocument
 from prefect.exceptions import ObjectNotFound
 from pydantic import ValidationError
 
-from linreg.config import HyperParams
 from linreg.errors import StateError
-from linreg.state import TrainingState, check_expected_version, check_state_name, fingerprint
-from linreg.validation import SourcePlan
+from linreg.state import StateStore, TrainingState, check_expected_version, check_state_name
 from tasks.runtime import IO_RETRY_DELAYS, retry_unless_permanent
 
 
@@ -80,12 +76,18 @@ class PrefectBlockStateStore:
             ) from None
 
 
-@dataclass(frozen=True)
-class LoadedState:
-    """The state a run starts from, and the stored version it must still find when saving."""
+class TaskStateStore:
+    """The block store with each load and save a Prefect task (retried, shown in the UI)."""
 
-    state: TrainingState
-    stored_version: int | None
+    def __init__(self, name: str) -> None:
+        self.name = check_state_name(name)
+        self.store = PrefectBlockStateStore(name)
+
+    def load(self) -> TrainingState | None:
+        return load_state(self.store)
+
+    def save(self, state: TrainingState, expected_version: int | None) -> None:
+        save_state(self.store, state, expected_version)
 
 
 @task(
@@ -95,36 +97,9 @@ class LoadedState:
     retry_condition_fn=retry_unless_permanent,
     cache_policy=NO_CACHE,
 )
-def load_state(
-    state_block: str, plan: SourcePlan, hyperparams: HyperParams, reset: bool = False
-) -> LoadedState:
-    """Load the training state from its block, or start fresh (none saved, or --reset)."""
-    logger = get_run_logger()
-    check_state_name(state_block)
-    stored = PrefectBlockStateStore(state_block).load()
-    features = list(plan.features)
-    expected = fingerprint(plan.source, features, plan.target, hyperparams.model)
-    stored_version = None if stored is None else stored.version
-    if stored is None or reset:
-        logger.info(
-            "starting a new %s model in state block '%s'%s",
-            hyperparams.model,
-            state_block,
-            " (reset)" if stored is not None else "",
-        )
-        # Versions keep rising across resets, so a service never mistakes a new model for old.
-        fresh = TrainingState.fresh(
-            plan.source, features, plan.target, hyperparams.model, version=stored_version or 0
-        )
-        return LoadedState(fresh, stored_version)
-    stored.check_compatible(expected, state_block)
-    logger.info(
-        "resuming state block '%s' at version %d (%d rows trained)",
-        state_block,
-        stored.version,
-        stored.rows_trained,
-    )
-    return LoadedState(stored, stored_version)
+def load_state(store: StateStore) -> TrainingState | None:
+    """Load the training state from its block (None if nothing is saved yet)."""
+    return store.load()
 
 
 @task(
@@ -134,8 +109,8 @@ def load_state(
     retry_condition_fn=retry_unless_permanent,
     cache_policy=NO_CACHE,
 )
-def save_state(state_block: str, state: TrainingState, expected_version: int | None) -> int:
+def save_state(store: StateStore, state: TrainingState, expected_version: int | None) -> int:
     """Save ``state`` unless another run changed the block since it was loaded."""
-    PrefectBlockStateStore(state_block).save(state, expected_version)
-    get_run_logger().info("saved state block '%s' at version %d", state_block, state.version)
+    store.save(state, expected_version)
+    get_run_logger().info("saved state block '%s' at version %d", store.name, state.version)
     return state.version

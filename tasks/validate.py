@@ -7,17 +7,27 @@ from prefect.cache_policies import NO_CACHE
 
 from linreg.config import DataConfig
 from linreg.validation import SourcePlan, validate_source
-from tasks.runtime import cluster_client
+from tasks.runtime import RuntimeConfig, dask_client
+
+# Fewer files are inspected faster here than a cluster starts (each is one metadata read).
+PARALLEL_MIN_FILES = 64
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate(data: DataConfig) -> SourcePlan:
+def validate(data: DataConfig, runtime: RuntimeConfig) -> SourcePlan:
     """Check that every file is readable, shares one schema, and has numeric columns
-    (files inspected in parallel on the Dask cluster)."""
-    with cluster_client() as client:
-        plan = validate_source(
-            data, lambda function, *items: client.gather(client.map(function, *items))
-        )
+    (many files are inspected in parallel on the Dask cluster)."""
+
+    def inspect_all(function, file_ids, urls):
+        file_ids, urls = list(file_ids), list(urls)
+        few = len(file_ids) < PARALLEL_MIN_FILES and runtime.executor == "auto"
+        # With a cluster named, it inspects: the data may be visible from its workers only.
+        if runtime.executor == "serial" or (few and not runtime.dask_address):
+            return list(map(function, file_ids, urls))
+        client = dask_client(runtime)
+        return client.gather(client.map(function, file_ids, urls))
+
+    plan = validate_source(data, inspect_all)
     get_run_logger().info(
         "validated %s: %d file(s), %d rows, features %s, target '%s'",
         data.source,

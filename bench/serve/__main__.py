@@ -38,10 +38,11 @@ def train_model(out_dir: Path, n_features: int = 8, seed: int = 42) -> None:
     """Publish an ols model trained on synthetic data, with the pipeline's code (no Prefect)."""
     from linreg.batches import plan_batches
     from linreg.config import DataConfig, HyperParams
+    from linreg.executors import SerialExecutor
     from linreg.model_files import publish_model
     from linreg.state import TrainingState
     from linreg.synthetic import write_dataset
-    from linreg.training import model_metadata, run_round_locally
+    from linreg.training import RoundSpec, model_metadata, train_batches
     from linreg.validation import validate_source
 
     data_dir = out_dir.parent / "data"
@@ -51,7 +52,13 @@ def train_model(out_dir: Path, n_features: int = 8, seed: int = 42) -> None:
     hyperparams = HyperParams(model="ols")
     state = TrainingState.fresh(data.source, list(plan.features), plan.target, hyperparams.model)
     batches = plan_batches(plan.files, {}, data.batch_rows)
-    trained = run_round_locally(state, plan, batches, hyperparams, data.test_fraction)
+    trained = train_batches(
+        state,
+        plan,
+        batches,
+        RoundSpec(hyperparams, data.batch_rows, data.test_fraction),
+        SerialExecutor(),
+    )
     publish_model(out_dir, trained.estimator, model_metadata(trained, plan, hyperparams))
 
 

@@ -1,4 +1,5 @@
-"""Both flows end to end on a local Dask cluster against a real (test) Prefect server."""
+"""Both flows end to end against a real (test) Prefect server: on a local Dask cluster, and
+in-process for rounds too small to be worth one."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from linreg.model_files import load_verified_model, sha256_file
 from linreg.preprocess import prepare_batch
 from linreg.validation import validate_source
 from tasks.publish import artifact_key
+from tasks.runtime import RuntimeConfig
 from tasks.state import PrefectBlockStateStore, TrainingStateBlock
 from tests.conftest import write_csv
 
@@ -42,7 +44,7 @@ def test_three_steps_give_versions_1_2_3_and_advance_the_cursor(
             out_dir=str(out),
             state_block=state_block,
         )
-        assert result["trained"] and result["version"] == expected_version
+        assert result.trained and result.version == expected_version
         state = TrainingStateBlock.load(state_block).state
         assert state.version == expected_version
         cursors.append(sum(state.cursor.values()))
@@ -68,8 +70,9 @@ def test_train_all_ols_equals_lstsq_on_the_same_training_rows(synthetic_dir, tmp
         hyperparams=HyperParams(model="ols"),
         out_dir=str(tmp_path / "out"),
         state_block=state_block,
+        runtime=RuntimeConfig(executor="dask"),
     )
-    assert result["trained"] and result["batches"] == 6 and result["version"] == 1
+    assert result.trained and result.batches == 6 and result.version == 1
     plan = validate_source(data)
     prepared = [prepare_batch(b, plan.columns, 0.25) for b in plan_batches(plan.files, {}, 6_000)]
     X = np.concatenate([p.x_train for p in prepared])
@@ -92,9 +95,10 @@ def test_train_all_sgd_converges_and_reports_artifacts(synthetic_dir, tmp_path, 
         hyperparams=HyperParams(model="sgd"),
         out_dir=str(tmp_path / "out"),
         state_block=state_block,
+        runtime=RuntimeConfig(executor="dask"),
     )
-    assert result["trained"] and result["batches"] == 12
-    assert result["metrics"]["r2"] >= 0.999
+    assert result.trained and result.batches == 12
+    assert result.metrics["r2"] >= 0.999
     metadata = json.loads((tmp_path / "out" / "model.json").read_text())
     assert metadata["model"] == "sgd" and metadata["version"] == 1
     table = Artifact.get(artifact_key(state_block, "metrics"))
@@ -114,7 +118,7 @@ def test_train_all_with_n_iter_and_delay_publishes_each_batch(synthetic_dir, tmp
         n_iter=3,
         delay=0.1,
     )
-    assert result["batches"] == 3 and result["rounds"] == 3 and result["version"] == 3
+    assert result.batches == 3 and result.rounds == 3 and result.version == 3
     state = TrainingStateBlock.load(state_block).state
     assert sum(state.cursor.values()) == 3_000
     again = train_all(
@@ -123,15 +127,15 @@ def test_train_all_with_n_iter_and_delay_publishes_each_batch(synthetic_dir, tmp
         out_dir=str(tmp_path / "out"),
         state_block=state_block,
     )
-    assert again["batches"] == 3 and again["version"] == 4
+    assert again.batches == 3 and again.version == 4
     done = train_step(
         data=data,
         hyperparams=HyperParams(model="ols"),
         out_dir=str(tmp_path / "out"),
         state_block=state_block,
     )
-    assert done["trained"] is False and done["version"] == 4
-    assert done["rows_trained"] == again["rows_trained"]
+    assert done.trained is False and done.version == 4
+    assert done.rows_trained == again.rows_trained
 
 
 def test_new_files_are_picked_up_by_the_next_step(synthetic_dir, tmp_path, state_block):
@@ -142,12 +146,12 @@ def test_new_files_are_picked_up_by_the_next_step(synthetic_dir, tmp_path, state
         "out_dir": str(tmp_path / "out"),
         "state_block": state_block,
     }
-    assert train_step(data=data, **kwargs)["version"] == 1
-    assert train_step(data=data, **kwargs)["trained"] is False
+    assert train_step(data=data, **kwargs).version == 1
+    assert train_step(data=data, **kwargs).trained is False
     frame = pd.read_parquet(directory / "part-00000.parquet")
     frame.iloc[:300].to_parquet(directory / "part-00009.parquet")
     result = train_step(data=data, **kwargs)
-    assert result["trained"] and result["version"] == 2
+    assert result.trained and result.version == 2
     assert TrainingStateBlock.load(state_block).state.cursor["part-00009.parquet"] == 300
 
 
@@ -177,7 +181,7 @@ def test_a_different_schema_is_refused_unless_reset(synthetic_dir, tmp_path, sta
         state_block=state_block,
         reset=True,
     )
-    assert result["version"] == 2  # versions keep rising across a reset
+    assert result.version == 2  # versions keep rising across a reset
     assert json.loads((out / "model.json").read_text())["features"] == ["x00", "x01"]
 
 

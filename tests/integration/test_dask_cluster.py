@@ -101,7 +101,7 @@ def test_train_all_on_a_dask_cluster_matches_the_local_run(dask_cluster, tmp_pat
     assert all(process.poll() is None for process in processes), "a cluster process died"
     # The files were inspected, and the batches read and reduced, on the external workers.
     prefixes = _scheduler_saw_tasks(address)
-    assert {"inspect_file", "summarize_batch"} <= prefixes, prefixes
+    assert {"inspect_file", "summarise"} <= prefixes, prefixes
     assert remote["rows_trained"] == local["rows_trained"] > 15_000
     assert remote["data"]["batches_trained"] == local["data"]["batches_trained"] == 4
     np.testing.assert_allclose(remote["coef"], local["coef"], rtol=1e-9, atol=0)

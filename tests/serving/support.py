@@ -19,10 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from linreg.batches import plan_batches
 from linreg.config import DataConfig, HyperParams
+from linreg.executors import SerialExecutor
 from linreg.model_files import publish_model, write_atomic
 from linreg.state import TrainingState
 from linreg.synthetic import write_dataset
-from linreg.training import model_metadata, run_round_locally
+from linreg.training import RoundSpec, model_metadata, train_batches
 from linreg.validation import validate_source
 from tests.integration.processes import free_port
 
@@ -161,9 +162,9 @@ def train(data_dir: Path, seed: int) -> TrainedModel:
     plan = validate_source(data)
     hyperparams = HyperParams(model="ols")
     state = TrainingState.fresh(data.source, list(plan.features), plan.target, hyperparams.model)
-    trained = run_round_locally(
-        state, plan, plan_batches(plan.files, {}, data.batch_rows), hyperparams, 0.2
-    )
+    spec = RoundSpec(hyperparams, data.batch_rows, 0.2)
+    batches = plan_batches(plan.files, {}, data.batch_rows)
+    trained = train_batches(state, plan, batches, spec, SerialExecutor())
     return TrainedModel(trained.estimator, model_metadata(trained, plan, hyperparams))
 
 

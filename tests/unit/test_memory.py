@@ -16,15 +16,17 @@ import json, resource, sys
 from linreg.batches import plan_batches
 from linreg.config import DataConfig, HyperParams
 from linreg.state import TrainingState
-from linreg.training import run_round_locally
+from linreg.executors import SerialExecutor
+from linreg.training import RoundSpec, train_batches
 from linreg.validation import validate_source
 
 data = DataConfig(source=sys.argv[1], batch_rows=50_000)
 plan = validate_source(data)
 hyper = HyperParams(model=sys.argv[2])
 state = TrainingState.fresh(data.source, list(plan.features), plan.target, hyper.model)
-trained = run_round_locally(state, plan, plan_batches(plan.files, {}, data.batch_rows), hyper,
-                            data.test_fraction)
+spec = RoundSpec(hyper, data.batch_rows, data.test_fraction)
+trained = train_batches(state, plan, plan_batches(plan.files, {}, data.batch_rows), spec,
+                        SerialExecutor())
 print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "rows": trained.state.rows_trained}))
 """

@@ -1,0 +1,172 @@
+"""The training round without any server: strategies, executors, store, publisher, lock."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+
+from linreg.config import DataConfig, HyperParams
+from linreg.errors import DataError, StateError
+from linreg.executors import DaskExecutor, SerialExecutor
+from linreg.state import InMemoryStateStore
+from linreg.strategies import STRATEGIES, strategy_for
+from linreg.training import FilePublisher, RoundSpec, run_round
+from linreg.validation import validate_source
+from tests.conftest import write_csv
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _round(directory, out, store, model="ols", batch_rows=6_000, executor=None, **spec):
+    data = DataConfig(source=str(directory), batch_rows=batch_rows)
+    plan = validate_source(data)
+    return run_round(
+        plan,
+        RoundSpec(HyperParams(model=model), data.batch_rows, data.test_fraction, **spec),
+        executor=executor or SerialExecutor(),
+        store=store,
+        publisher=FilePublisher(str(out)),
+    )
+
+
+def _snapshot(out: Path, store: InMemoryStateStore) -> tuple[dict[str, bytes], str | None]:
+    files = {p.name: p.read_bytes() for p in sorted(out.glob("*"))} if out.exists() else {}
+    state = store.load()
+    return files, None if state is None else state.model_dump_json()
+
+
+@pytest.mark.parametrize("batch_rows", [6_000, 3_000, 1_000, 777])
+def test_a_round_in_any_number_of_batches_equals_one_batch(synthetic_dir, tmp_path, batch_rows):
+    directory, _ = synthetic_dir
+    whole = InMemoryStateStore()
+    _round(directory, tmp_path / "whole", whole)
+    split = InMemoryStateStore()
+    result = _round(directory, tmp_path / "split", split, batch_rows=batch_rows)
+    assert result.batches == -(-6_000 // batch_rows)
+    one, many = whole.load(), split.load()
+    np.testing.assert_allclose(
+        json.loads((tmp_path / "split" / "model.json").read_text())["coef"],
+        json.loads((tmp_path / "whole" / "model.json").read_text())["coef"],
+        rtol=1e-12,
+    )
+    assert many.rows_trained == one.rows_trained and many.rows_held_out == one.rows_held_out
+    assert many.metrics_history[-1]["rmse"] == pytest.approx(
+        one.metrics_history[-1]["rmse"], rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("model", ["ols", "sgd"])
+def test_serial_and_dask_executors_give_the_same_state(synthetic_dir, tmp_path, dask_client, model):
+    directory, _ = synthetic_dir
+    serial, dask = InMemoryStateStore(), InMemoryStateStore()
+    _round(directory, tmp_path / "s", serial, model, batch_rows=1_000)
+    _round(
+        directory, tmp_path / "d", dask, model, batch_rows=1_000, executor=DaskExecutor(dask_client)
+    )
+    a, b = serial.load(), dask.load()
+    assert a.cursor == b.cursor and a.rows_trained == b.rows_trained
+    np.testing.assert_allclose(
+        json.loads((tmp_path / "d" / "model.json").read_text())["coef"],
+        json.loads((tmp_path / "s" / "model.json").read_text())["coef"],
+        rtol=1e-12,
+    )
+    assert a.model_dump(exclude={"updated_at"}).keys() == b.model_dump().keys() - {"updated_at"}
+
+
+def test_every_state_field_advances_as_documented(synthetic_dir, tmp_path):
+    directory, _ = synthetic_dir
+    store = InMemoryStateStore()
+    first = _round(directory, tmp_path / "out", store, batch_rows=1_500, max_batches=2)
+    state = store.load()
+    assert (first.trained, first.version, first.batches) == (True, 1, 2)
+    assert state.cursor == {"part-00000.parquet": 2_000, "part-00001.parquet": 1_000}
+    assert state.batches_trained == 2
+    assert state.rows_trained + state.rows_held_out + state.rows_dropped == 3_000
+    assert state.rows_trained == first.rows_trained == first.report.rows_train
+    assert [m["version"] for m in state.metrics_history] == [1]
+    second = _round(directory, tmp_path / "out", store, batch_rows=1_500)
+    state = store.load()
+    assert (second.version, second.batches) == (2, 2)
+    assert sum(state.cursor.values()) == 6_000 and state.batches_trained == 4
+    assert state.rows_trained + state.rows_held_out + state.rows_dropped == 6_000
+    assert [m["version"] for m in state.metrics_history] == [1, 2]
+    assert state.metrics_history[-1]["n_test"] == state.rows_held_out
+    nothing = _round(directory, tmp_path / "out", store, batch_rows=1_500)
+    assert (nothing.trained, nothing.version) == (False, 2) and store.load() == state
+
+
+def test_a_bad_batch_mid_round_leaves_store_and_published_files_untouched(tmp_path):
+    directory = tmp_path / "data"
+    frame = pd.DataFrame({"x": np.arange(40.0), "target": 2 * np.arange(40.0)})
+    write_csv(directory / "a.csv", frame)
+    store, out = InMemoryStateStore(), tmp_path / "out"
+    _round(directory, out, store, batch_rows=20)
+    write_csv(directory / "b.csv", frame)
+    write_csv(directory / "c.csv", frame.assign(target=np.nan))  # valid schema, no usable row
+    before = _snapshot(out, store)
+    with pytest.raises(DataError, match=r"c.csv\[0:20\]: every one of 20 rows .*'target'"):
+        _round(directory, out, store, batch_rows=20)
+    assert _snapshot(out, store) == before
+
+
+def test_the_store_refuses_a_stale_save(synthetic_dir, tmp_path):
+    directory, _ = synthetic_dir
+    store = InMemoryStateStore()
+    _round(directory, tmp_path / "out", store, batch_rows=1_000, max_batches=1)
+    stale = store.load()
+    _round(directory, tmp_path / "out", store, batch_rows=1_000, max_batches=1)
+    with pytest.raises(StateError, match="expected version 1, found 2"):
+        store.save(stale.model_copy(update={"version": 2}), expected_version=1)
+    assert store.load().version == 2
+
+
+def test_the_round_holds_the_lock_from_load_to_save(synthetic_dir, tmp_path):
+    directory, _ = synthetic_dir
+    events: list[str] = []
+
+    class RecordingStore(InMemoryStateStore):
+        def load(self):
+            events.append("load")
+            return super().load()
+
+        def save(self, state, expected_version):
+            events.append("save")
+            super().save(state, expected_version)
+
+    @contextmanager
+    def lock(name: str):
+        events.append(f"lock {name}")
+        yield
+        events.append("unlock")
+
+    data = DataConfig(source=str(directory))
+    run_round(
+        validate_source(data),
+        RoundSpec(HyperParams(model="ols"), data.batch_rows, data.test_fraction),
+        executor=SerialExecutor(),
+        store=RecordingStore("block"),
+        publisher=FilePublisher(str(tmp_path / "out")),
+        lock=lock,
+    )
+    assert events == ["lock block", "load", "save", "unlock"]
+
+
+def test_every_model_kind_has_a_strategy():
+    assert {strategy_for(kind).kind for kind in STRATEGIES} == {"ols", "sgd"}
+    with pytest.raises(ValueError, match="unknown model 'tree'"):
+        strategy_for("tree")
