@@ -66,7 +66,7 @@ browser:
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/bandit -q -r linreg tasks flows serving main.py
+	$(VENV)/bin/bandit -q -r linreg tasks flows serving cli main.py
 
 ## Format the code with ruff
 format: install

@@ -1,9 +1,11 @@
 """Local entry point: ``python main.py --mode all|single``.
 
-Runs the ``train-all`` or ``train-step`` flow on an embedded Prefect server (SQLite under
-``.prefect/`` in this directory) unless ``PREFECT_API_URL`` points at a real one, with tasks on
-a local Dask cluster unless ``--dask-address`` names a scheduler. Bad input prints one line on
-stderr and exits 2; the saved state and the published model are left as they were.
+Runs the ``train-all`` or ``train-step`` flow on the Prefect server of ``PREFECT_API_URL``,
+else on the local server of ``--mode server-start`` if it runs, else on a temporary one
+(SQLite in the Prefect home, ``.prefect/`` here by default). A round's batches run in this
+process when it is small, else on a local Dask cluster or the scheduler of ``--dask-address``.
+Bad input (options, data, ``--out``) is refused before Prefect starts: one line on stderr,
+exit 2, the saved state and the published model left as they were.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--mode",
-        choices=["all", "single", "serve", "validate"],
+        choices=["all", "single", "serve", "validate", "server-start", "server-stop"],
         default="all",
         help="all: every remaining batch (train-all); single: one batch (train-step); "
         "serve: serve both flows from this process, train-step on --cron (needs a Prefect "
-        "server); validate: only check the data (no Prefect, nothing written)",
+        "server); validate: only check the data (no Prefect, nothing written); "
+        "server-start / server-stop: a local Prefect server (SQLite in the Prefect home, "
+        "127.0.0.1:$PREFECT_PORT or 4200) that later calls use instead of starting a "
+        "temporary one each",
     )
     parser.add_argument(
         "--data",
@@ -92,16 +97,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def configure_environment() -> None:
-    """Embedded Prefect under the project, nothing sent to the internet. Must run before
-    Prefect is imported, which reads its settings at import time."""
+def prefect_home() -> Path:
+    return Path(os.environ.get("PREFECT_HOME") or PROJECT_DIR / ".prefect")
+
+
+def configure_environment() -> str:
+    """Which Prefect server this call uses, nothing sent to the internet; a line saying so.
+    Must run before Prefect is imported, which reads its settings at import time.
+
+    ``PREFECT_API_URL`` if set; else the local server of ``--mode server-start`` if it runs
+    (no start-up cost); else a temporary server for this call (SQLite in the Prefect home).
+    """
+    from cli.local_server import running_server
+
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
-    if not os.environ.get("PREFECT_API_URL"):
-        os.environ.setdefault("PREFECT_HOME", str(PROJECT_DIR / ".prefect"))
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "true")
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if os.environ.get("PREFECT_API_URL"):
+        return f"Prefect server: {os.environ['PREFECT_API_URL']} (PREFECT_API_URL)"
+    home = prefect_home()
+    os.environ["PREFECT_HOME"] = str(home)
+    local = running_server(home)
+    if local:
+        os.environ["PREFECT_API_URL"] = local
+        return f"Prefect server: the local one at {local} (`--mode server-stop` stops it)"
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "true")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    return (
+        f"Prefect server: a temporary one for this call, runs kept in {home} "
+        "(`python main.py --mode server-start` keeps one running, so calls start in seconds)"
+    )
 
 
 def route_console_logs_to_stdout() -> None:
@@ -115,9 +140,39 @@ def route_console_logs_to_stdout() -> None:
                 handler.console.file = sys.stdout
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Option ranges, each refused in one line naming the option (before anything starts)."""
+    limits = [
+        ("--batch-rows", args.batch_rows, args.batch_rows >= 1, "must be at least 1"),
+        ("--test-fraction", args.test_fraction, 0 <= args.test_fraction < 1, "must be in [0, 1)"),
+        ("--alpha", args.alpha, args.alpha >= 0, "must not be negative"),
+        ("--n-iter", args.n_iter, args.n_iter is None or args.n_iter >= 1, "must be at least 1"),
+        ("--delay", args.delay, args.delay >= 0, "must not be negative"),
+        ("--dask-workers", args.dask_workers, args.dask_workers >= 1, "must be at least 1"),
+    ]
+    for option, value, ok, rule in limits:
+        if not ok:
+            raise ValueError(f"{option} {rule} (got {value})")
+
+
+def check_out_dir(out_dir: str) -> None:
+    """``--out`` must be a directory this process can write (made if missing)."""
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"--out {out_dir}: not writable ({error.strerror})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_environment()
+    if args.mode in ("server-start", "server-stop"):
+        return _local_server(args.mode)
 
     from linreg.config import DataConfig, HyperParams, Settings
     from linreg.errors import DataError, ModelFileError, StateError
@@ -126,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings.from_env()
     try:
+        check_options(args)
         source = args.data or _sample_data(settings.sample_dir, write_dataset)
         data = DataConfig(
             source=source,
@@ -135,22 +191,26 @@ def main(argv: list[str] | None = None) -> int:
             test_fraction=args.test_fraction,
         )
         hyperparams = HyperParams(model=args.model, alpha=args.alpha)
-        if args.n_iter is not None and args.n_iter < 1:
-            raise ValueError("--n-iter must be at least 1")
-        if args.delay < 0:
-            raise ValueError("--delay must not be negative")
         state_block = check_state_name(args.state_block or settings.state_block)
+        out_dir = args.out or settings.out_dir
+        if args.mode != "validate":
+            check_out_dir(out_dir)
     except (ValueError, StateError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.mode == "validate":
-        return _validate(data)
+    # Everything checkable without Prefect or Dask is checked first: bad input fails in the
+    # time of --mode validate, not after a server and a cluster have started.
+    status = _validate(data)
+    if status or args.mode == "validate":
+        return status
+    print(configure_environment())
+
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from flows import train_all, train_step
     from tasks.runtime import RuntimeConfig
 
     route_console_logs_to_stdout()
-    out_dir = args.out or settings.out_dir
     common = {
         "data": data,
         "hyperparams": hyperparams,
@@ -166,10 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "serve":
         return _serve(train_all, train_step, common, args.cron)
     try:
-        if args.mode == "all":
-            result = train_all(**common, n_iter=args.n_iter, delay=args.delay)
-        else:
-            result = train_step(**common)
+        # Nothing watches a CLI run's heartbeats (no worker; a killed call ends with the
+        # process), and at exit Prefect joins the heartbeat thread, which sleeps in 1-s steps:
+        # ~0.5 s per call. Deployment runs keep Prefect's default for zombie detection.
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            if args.mode == "all":
+                result = train_all(**common, n_iter=args.n_iter, delay=args.delay)
+            else:
+                result = train_step(**common)
     except (DataError, StateError, ModelFileError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -229,6 +293,27 @@ def _serve(train_all, train_step, parameters: dict, cron: str) -> int:
     return 0
 
 
+def _local_server(mode: str) -> int:
+    from cli import local_server
+
+    home = prefect_home()
+    if mode == "server-stop":
+        pid = local_server.stop(home)
+        print(f"stopped the local Prefect server (pid {pid})" if pid else "no local server runs")
+        return 0
+    try:
+        api_url, started = local_server.start(home, int(os.environ.get("PREFECT_PORT", "4200")))
+    except RuntimeError as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    ui = api_url.removesuffix("/api")
+    print(
+        f"{'started' if started else 'already running'}: the local Prefect server at {ui} "
+        f"(SQLite in {home}); later calls use it; `python main.py --mode server-stop` stops it"
+    )
+    return 0
+
+
 def _sample_data(sample_dir: str, write_dataset) -> str:
     path = Path(sample_dir)
     if not path.is_absolute():
@@ -259,8 +344,8 @@ def _print_result(result, out_dir: str) -> None:
         print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
     else:
         print(
-            "Prefect UI: run `make server`, then open http://127.0.0.1:4200 "
-            "(it shows these runs, kept in .prefect/)"
+            "Prefect UI: run `python main.py --mode server-start` (or `make server`), then open "
+            f"http://127.0.0.1:4200 (it shows these runs, kept in {prefect_home()})"
         )
 
 

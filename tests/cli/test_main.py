@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import BlockDocumentCreate
 
 from tasks.state import TrainingStateBlock
 from tests.conftest import write_csv
+from tests.integration.processes import free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -64,6 +66,63 @@ def test_three_single_runs_on_embedded_prefect_give_versions_1_2_3(synthetic_dir
         rows_read.append(metadata["data"]["rows_read"])
     assert rows_read == [1_000, 2_000, 3_000]
     assert (tmp_path / "prefect-home" / "prefect.db").exists()
+
+
+@pytest.mark.slow
+def test_a_local_server_is_started_once_reused_by_later_calls_and_stopped(synthetic_dir, tmp_path):
+    directory, _ = synthetic_dir
+    home = tmp_path / "prefect-home"
+    env = {"PREFECT_HOME": str(home), "PREFECT_PORT": str(free_port())}
+    started = run_cli("--mode", "server-start", env=env)
+    assert started.returncode == 0, started.stderr
+    record = json.loads((home / "linreg-server.json").read_text())
+    try:
+        assert "started: the local Prefect server at http://127.0.0.1:" in started.stdout
+        assert "already running" in run_cli("--mode", "server-start", env=env).stdout
+        for version in (1, 2):
+            result = run_cli(
+                "--mode", "single", "--data", str(directory), "--batch-rows", "1000",
+                "--out", str(tmp_path / "out"), env=env,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            assert f"Prefect server: the local one at {record['api_url']}" in result.stdout
+            assert f"model version {version}:" in result.stdout
+    finally:
+        stopped = run_cli("--mode", "server-stop", env=env)
+    assert stopped.stdout.strip() == f"stopped the local Prefect server (pid {record['pid']})"
+    assert (
+        not psutil.pid_exists(record["pid"]) or psutil.Process(record["pid"]).status() == "zombie"
+    )
+    assert not (home / "linreg-server.json").exists()
+    after = run_cli("--mode", "validate", "--data", str(directory), env=env)
+    assert after.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-rows", "0"], "--batch-rows must be at least 1 (got 0)"),
+        (["--test-fraction", "1.5"], "--test-fraction must be in [0, 1) (got 1.5)"),
+        (["--alpha", "-1"], "--alpha must not be negative (got -1.0)"),
+        (["--n-iter", "0"], "--n-iter must be at least 1 (got 0)"),
+    ],
+)
+def test_option_ranges_are_one_line_naming_the_option(synthetic_dir, args, message):
+    directory, _ = synthetic_dir
+    result = run_cli("--mode", "single", "--data", str(directory), *args)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {message}"
+    assert "Prefect server" not in result.stdout  # refused before Prefect started
+
+
+def test_an_out_path_that_is_a_file_fails_fast(synthetic_dir, tmp_path):
+    directory, _ = synthetic_dir
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_cli("--mode", "single", "--data", str(directory), "--out", str(blocker))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --out {blocker}: exists and is not a directory"
+    assert "Prefect server" not in result.stdout
 
 
 @pytest.fixture
