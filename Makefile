@@ -34,7 +34,7 @@ LINREG_STATE_BLOCK ?= linreg-state
 LINREG_PROJECT_DIR ?= $(CURDIR)
 export LINREG_WORK_POOL LINREG_STEP_CRON LINREG_DATA LINREG_OUT_DIR LINREG_STATE_BLOCK LINREG_PROJECT_DIR
 
-.PHONY: help install run test browser lint format server worker deploy trigger serve-flows sample-data clean
+.PHONY: help install run stop test browser lint format server worker deploy trigger serve-flows sample-data clean
 .PHONY: serve bench-serve
 .PHONY: bench bench-quick
 
@@ -49,9 +49,14 @@ help:
 ## Create .venv and install every dependency (pinned)
 install: $(INSTALLED)
 
-## Train on the sample data end to end: embedded Prefect, local Dask cluster
+## Train on the sample data end to end: a local Prefect server (kept running for the UI), Dask
 run: install
+	PREFECT_PORT=$(PREFECT_PORT) $(PY) main.py --mode server-start
 	$(PY) main.py --mode all --reset
+
+## Stop the local Prefect server that `make run` started
+stop: install
+	$(PY) main.py --mode server-stop
 
 ## Run the whole test suite (installs what it needs, Chromium for the UI test included)
 test: install browser
