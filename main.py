@@ -37,6 +37,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CSV/Parquet file, directory, glob or fsspec URL "
         "(default: the sample data set, made if missing)",
     )
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec storage option of s3://, gs://, az:// --data and --out, repeatable "
+        "(e.g. endpoint_url=http://127.0.0.1:9000); credentials: the standard variables",
+    )
     parser.add_argument("--target", default="target", help="column to predict")
     parser.add_argument(
         "--features",
@@ -104,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_environment()
 
-    from linreg.config import DataConfig, HyperParams, Settings
+    from linreg.config import DataConfig, HyperParams, Settings, parse_storage_options
     from linreg.errors import DataError, ModelFileError, StateError
     from linreg.state import check_state_name
     from linreg.synthetic import write_dataset
@@ -118,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             features=[name.strip() for name in args.features.split(",")] if args.features else None,
             batch_rows=args.batch_rows,
             test_fraction=args.test_fraction,
+            storage_options=parse_storage_options(args.storage_option),
         )
         hyperparams = HyperParams(model=args.model, alpha=args.alpha)
         if args.n_iter is not None and args.n_iter < 1:
@@ -229,7 +238,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _print_result(result: dict, out_dir: str) -> None:
-    out = Path(out_dir).resolve()
+    out = out_dir.rstrip("/") if "://" in out_dir else Path(out_dir).resolve()
     if result.get("trained"):
         metrics = result.get("metrics") or {}
         r2 = metrics.get("r2")
@@ -239,7 +248,7 @@ def _print_result(result: dict, out_dir: str) -> None:
         )
     else:
         print(f"nothing new to train: model version {result['version']} stays current")
-    print(f"model: {out / 'model.pkl'} (metadata: {out / 'model.json'})")
+    print(f"model: {out}/model.pkl (metadata: {out}/model.json)")
     if os.environ.get("PREFECT_API_URL"):
         print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
     else:

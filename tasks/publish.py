@@ -36,7 +36,12 @@ def publish(
     state_block: str,
 ) -> dict[str, Any]:
     """Write model.pkl and model.json atomically, then report the version in the UI."""
-    metadata = publish_model(out_dir, trained.estimator, model_metadata(trained, plan, hyperparams))
+    metadata = publish_model(
+        out_dir,
+        trained.estimator,
+        model_metadata(trained, plan, hyperparams),
+        plan.storage_options,
+    )
     get_run_logger().info(
         "published model version %d to %s (sha256 %s)",
         metadata["version"],
