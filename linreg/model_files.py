@@ -19,18 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-from fsspec.core import split_protocol, url_to_fs
 
 from linreg.errors import ModelFileError
 
 MODEL_FILE = "model.pkl"
 METADATA_FILE = "model.json"
-LOCAL_PROTOCOLS = (None, "file", "local")
+LOCAL_PROTOCOLS = ("file", "local")
+
+
+def _protocol(location: str | Path) -> str | None:
+    text = str(location)
+    return text.split("://", 1)[0] if "://" in text else None
 
 
 def is_url(location: str | Path) -> bool:
     """Whether ``location`` names an object store (any non-local fsspec protocol)."""
-    return split_protocol(str(location))[0] not in LOCAL_PROTOCOLS
+    protocol = _protocol(location)
+    return protocol is not None and protocol not in LOCAL_PROTOCOLS
 
 
 def join(location: str | Path, name: str) -> str | Path:
@@ -42,12 +47,15 @@ def join(location: str | Path, name: str) -> str | Path:
 
 def _local(location: str | Path) -> Path:
     # file:///abs/dir is the local directory /abs/dir.
-    return Path(split_protocol(str(location))[1] if str(location).startswith("file:") else location)
+    return Path(str(location).split("://", 1)[1] if _protocol(location) else location)
 
 
 def remote_fs(location: str, storage_options: Mapping[str, Any] | None = None):
     """The fsspec file system of ``location`` with no cached listing or file info, so a
     poll sees the store as it is now."""
+    # Imported here: a service serving a local directory needs no fsspec.
+    from fsspec.core import url_to_fs
+
     fs, _ = url_to_fs(location, **(storage_options or {}))
     fs.invalidate_cache()
     return fs

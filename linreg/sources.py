@@ -117,8 +117,11 @@ def _storage_problem(location: str, error: BaseException) -> str | None:
         hint = _CREDENTIALS.get(extra or "", "see the backend's documentation")
         return f"no credentials for {protocol}:// ({_first_line(error)}): {hint}"
     if isinstance(error, PermissionError):
-        hint = _CREDENTIALS.get(extra or "", "check the credentials")
-        return f"access denied ({_first_line(error)}): check the credentials ({hint})"
+        if extra is None:
+            return f"permission denied ({_first_line(error)})"
+        return (
+            f"access denied ({_first_line(error)}): check the credentials ({_CREDENTIALS[extra]})"
+        )
     if name in _UNREACHABLE or isinstance(error, ConnectionError):
         return (
             f"cannot reach the storage endpoint ({_first_line(error)}); "

@@ -174,3 +174,31 @@ def test_publishing_to_a_bucket_is_one_put_per_file_model_json_last(s3_server, b
     fs.pipe_file(f"{bucket}/models/linreg/model.pkl", b"not the published model")
     with pytest.raises(ModelFileError, match="sha256 does not match model.json"):
         load_verified_model(out, options)
+
+
+class NoCredentialsError(Exception):
+    """Named as botocore's: the SDKs' errors are recognised by name (each SDK is optional)."""
+
+
+class EndpointConnectionError(Exception):
+    """Named as botocore's."""
+
+
+@pytest.mark.parametrize(
+    ("location", "error", "message"),
+    [
+        ("s3://b/x", NoCredentialsError("Unable to locate credentials"), "set AWS_ACCESS_KEY_ID"),
+        ("gs://b/x", NoCredentialsError("none"), "set GOOGLE_APPLICATION_CREDENTIALS"),
+        ("az://c/x", NoCredentialsError("none"), "set AZURE_STORAGE_CONNECTION_STRING"),
+        ("s3://b/x", PermissionError("Access Denied"), "access denied (Access Denied): check"),
+        ("/data/x", PermissionError("[Errno 13] denied"), "permission denied ([Errno 13] denied)"),
+        ("s3://b/x", EndpointConnectionError("no"), "cannot reach the storage endpoint (no)"),
+        ("abfs://c/x", ImportError("Install adlfs"), "pip install 'linreg-pipeline[azure]'"),
+    ],
+)
+def test_storage_set_up_problems_are_told_in_one_line(location, error, message):
+    from linreg.sources import _storage_problem
+
+    problem = _storage_problem(location, error)
+    assert problem is not None and message in problem and "\n" not in problem
+    assert _storage_problem(location, RuntimeError("something else")) is None
