@@ -42,6 +42,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CSV/Parquet file, directory, glob or fsspec URL "
         "(default: the sample data set, made if missing)",
     )
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec storage option of s3://, gs://, az:// --data and --out, repeatable "
+        "(e.g. endpoint_url=http://127.0.0.1:9000); credentials: the standard variables",
+    )
     parser.add_argument("--target", default="target", help="column to predict")
     parser.add_argument(
         "--features",
@@ -174,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode in ("server-start", "server-stop"):
         return _local_server(args.mode)
 
-    from linreg.config import DataConfig, HyperParams, Settings
+    from linreg.config import DataConfig, HyperParams, Settings, parse_storage_options
     from linreg.errors import DataError, ModelFileError, StateError
     from linreg.state import check_state_name
     from linreg.synthetic import write_dataset
@@ -189,11 +197,12 @@ def main(argv: list[str] | None = None) -> int:
             features=[name.strip() for name in args.features.split(",")] if args.features else None,
             batch_rows=args.batch_rows,
             test_fraction=args.test_fraction,
+            storage_options=parse_storage_options(args.storage_option),
         )
         hyperparams = HyperParams(model=args.model, alpha=args.alpha)
         state_block = check_state_name(args.state_block or settings.state_block)
         out_dir = args.out or settings.out_dir
-        if args.mode != "validate":
+        if args.mode != "validate" and "://" not in out_dir:
             check_out_dir(out_dir)
     except (ValueError, StateError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
@@ -330,7 +339,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _print_result(result, out_dir: str) -> None:
-    out = Path(out_dir).resolve()
+    out = out_dir.rstrip("/") if "://" in out_dir else Path(out_dir).resolve()
     if result.trained:
         r2 = (result.metrics or {}).get("r2")
         print(
@@ -339,7 +348,7 @@ def _print_result(result, out_dir: str) -> None:
         )
     else:
         print(f"nothing new to train: model version {result.version} stays current")
-    print(f"model: {out / 'model.pkl'} (metadata: {out / 'model.json'})")
+    print(f"model: {out}/model.pkl (metadata: {out}/model.json)")
     if os.environ.get("PREFECT_API_URL"):
         print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
     else:

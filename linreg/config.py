@@ -6,9 +6,11 @@ when it is called.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -31,6 +33,31 @@ class DataConfig(BaseModel):
     test_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="Share of rows held out for evaluation."
     )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage_options of s3://, gs://, az:// sources and outputs, "
+        "e.g. {'endpoint_url': 'http://127.0.0.1:9000'}. Not for secrets (run parameters "
+        "are shown in the UI): credentials come from the standard variables.",
+    )
+
+
+def parse_storage_options(pairs: Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (``--storage-option``) as fsspec storage_options.
+
+    A value that is JSON (``true``, ``8``, ``{"region_name": "eu-west-1"}``) is taken as
+    such, anything else as text (``endpoint_url=http://127.0.0.1:9000``).
+    """
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, raw = pair.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"--storage-option expects KEY=VALUE, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        options[key.strip()] = value
+    return options
 
 
 class HyperParams(BaseModel):

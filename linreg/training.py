@@ -299,6 +299,5 @@ class FilePublisher:
     def publish(
         self, trained: TrainedRound, plan: SourcePlan, hyperparams: HyperParams
     ) -> dict[str, Any]:
-        return publish_model(
-            self.out_dir, trained.estimator, model_metadata(trained, plan, hyperparams)
-        )
+        metadata = model_metadata(trained, plan, hyperparams)
+        return publish_model(self.out_dir, trained.estimator, metadata, plan.storage_options)

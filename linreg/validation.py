@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 from linreg.config import DataConfig
 from linreg.errors import DataError
-from linreg.sources import DataFile, discover_files, inspect_file
+from linreg.sources import DataFile, StorageOptions, discover_files, inspect_file
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class SourcePlan:
     files: tuple[DataFile, ...]
     features: tuple[str, ...]
     target: str
+    # Also used to publish to an object store; not shown: it may hold credentials.
+    storage_options: StorageOptions = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -42,8 +45,10 @@ def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourceP
     ``mapper(inspect_file, file_ids, urls)`` may inspect the files in parallel (on Dask).
     Raises :class:`DataError` naming the file and column of the first problem found.
     """
-    found = discover_files(config.source)
-    files = mapper(inspect_file, [file_id for file_id, _ in found], [url for _, url in found])
+    options = config.storage_options
+    found = discover_files(config.source, options)
+    inspect = partial(inspect_file, storage_options=options) if options else inspect_file
+    files = mapper(inspect, [file_id for file_id, _ in found], [url for _, url in found])
     check_same_columns(files)
     reference = files[0]
     if config.target not in reference.columns:
@@ -57,7 +62,7 @@ def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourceP
             if name not in data_file.numeric_columns:
                 role = "target" if name == config.target else "feature"
                 raise DataError(f"{data_file.file_id}: {role} column '{name}' is not numeric")
-    plan = SourcePlan(config.source, tuple(files), tuple(features), config.target)
+    plan = SourcePlan(config.source, tuple(files), tuple(features), config.target, options)
     if plan.n_rows == 0:
         raise DataError(f"{config.source}: no data rows (every file is empty or header only)")
     return plan

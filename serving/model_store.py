@@ -3,16 +3,23 @@
 A linear model is a dot product, so the service keeps only the verified estimator's ``coef_``
 and ``intercept_`` and predicts with ``X @ coef + intercept``: no scikit-learn input
 validation per request.
+
+``MODEL_DIR`` may be an object-store URL (``s3://bucket/models``): the store then polls
+``model.json``'s ETag (one HEAD request per check) instead of its inode, so pods read models
+without a shared volume. Storage options come from ``MODEL_STORAGE_OPTIONS`` (a JSON object,
+e.g. ``{"endpoint_url": "http://minio:9000"}``) besides the backend's standard variables
+(``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``...).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -20,13 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from linreg.model_files import METADATA_FILE, load_verified_model
+from linreg.model_files import METADATA_FILE, is_url, join, load_verified_model, remote_fs
 
 logger = logging.getLogger("serving")
 
-# (device, inode, size, mtime): the publisher renames a new file into place, so a new
-# version always has a new inode, whatever the file system's mtime resolution.
-FileSignature = tuple[int, int, int, int]
+# Local: (device, inode, size, mtime): the publisher renames a new file into place, so a
+# new version always has a new inode, whatever the file system's mtime resolution.
+# Object store: (ETag, size, last modified): every PUT gives the object a new one.
+FileSignature = tuple[Any, ...]
+STORAGE_OPTIONS_VARIABLE = "MODEL_STORAGE_OPTIONS"
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,32 @@ def file_signature(path: Path) -> FileSignature | None:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
+def object_signature(url: str, storage_options: Mapping[str, Any]) -> FileSignature | None:
+    """What identifies one ``model.json`` in an object store (one HEAD); None if absent."""
+    try:
+        info = remote_fs(url, storage_options).info(url)
+    except FileNotFoundError:
+        return None
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+    modified = info.get("LastModified") or info.get("last_modified") or info.get("updated")
+    return (etag, info.get("size"), str(modified))
+
+
+def storage_options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``MODEL_STORAGE_OPTIONS`` as a dict (empty when unset); ValueError if it is not a
+    JSON object."""
+    raw = (os.environ if environ is None else environ).get(STORAGE_OPTIONS_VARIABLE, "")
+    if not raw.strip():
+        return {}
+    try:
+        options = json.loads(raw)
+    except ValueError as error:
+        raise ValueError(f"{STORAGE_OPTIONS_VARIABLE} is not valid JSON ({error})") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"{STORAGE_OPTIONS_VARIABLE} must be a JSON object, got {raw!r}")
+    return options
+
+
 class ModelStore:
     """The model a worker serves, reloaded when a new ``model.json`` is published.
 
@@ -122,11 +157,14 @@ class ModelStore:
     Parameters
     ----------
     model_dir : str or Path
+        A directory, or an object-store URL.
     check_interval_s : float
     on_loaded, on_failure : callable, optional
         Told about each model swapped in, and each refused one.
     clock : callable
         Monotonic seconds (a fake in tests).
+    storage_options : mapping, optional
+        fsspec options of a URL ``model_dir``; default: ``MODEL_STORAGE_OPTIONS``.
     """
 
     def __init__(
@@ -136,8 +174,19 @@ class ModelStore:
         on_loaded: Callable[[LinearModel], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.model_dir = Path(model_dir)
+        remote = is_url(model_dir)
+        self.model_dir: str | Path = str(model_dir).rstrip("/") if remote else Path(model_dir)
+        self.storage_options = dict(
+            storage_options_from_env() if storage_options is None else storage_options
+        )
+        self._metadata_path = join(self.model_dir, METADATA_FILE)
+        self._signature_of: Callable[[], FileSignature | None] = (
+            (lambda: object_signature(str(self._metadata_path), self.storage_options))
+            if remote
+            else (lambda: file_signature(self._metadata_path))  # type: ignore[arg-type]
+        )
         self.check_interval_s = check_interval_s
         self._on_loaded = on_loaded
         self._on_failure = on_failure
@@ -160,7 +209,12 @@ class ModelStore:
             return
         try:
             self._next_check = self._clock() + self.check_interval_s
-            signature = file_signature(self.model_dir / METADATA_FILE)
+            try:
+                signature = self._signature_of()
+            # An object store that does not answer is a transient fault: keep serving.
+            except Exception as error:
+                logger.warning("cannot check %s: %s", self._metadata_path, error)
+                return
             if signature == self._signature:
                 return
             # Remembered before loading: a broken model is refused (and counted) once, and a
@@ -170,7 +224,7 @@ class ModelStore:
                 if self._model is not None:
                     logger.warning(
                         "%s disappeared; still serving version %d",
-                        self.model_dir / METADATA_FILE,
+                        self._metadata_path,
                         self._model.version,
                     )
                 return
@@ -180,7 +234,7 @@ class ModelStore:
 
     def _load(self) -> None:
         try:
-            estimator, metadata = load_verified_model(self.model_dir)
+            estimator, metadata = load_verified_model(self.model_dir, self.storage_options)
             model = linear_model_from(estimator, metadata)
         # Anything can come out of a bad pickle (EOFError, UnpicklingError, ImportError...);
         # whatever it is, the new model is refused and the last good one keeps serving.
