@@ -20,6 +20,7 @@ from tests.serving.support import (
     WRONG_ROUTES,
     TrainedModel,
     expected_predictions,
+    labels,
     publish_mismatched,
 )
 
@@ -176,16 +177,15 @@ def test_metrics_count_requests_by_endpoint_and_status(
         for sample in family.samples
     }
 
-    def requests(endpoint: str, status: str) -> float:
-        key = ("linreg_serving_requests_total", (("endpoint", endpoint), ("status", status)))
-        return samples[key]
+    def requests(endpoint: str, status: str, protocol: str = "native") -> float:
+        return samples[("linreg_serving_requests_total", labels(endpoint, status, protocol))]
 
     assert requests("/predict", "200") == 3
     assert requests("/predict", "422") == 1
-    assert requests("other", "404") == 2  # unknown paths share one label
+    assert requests("other", "404", "other") == 2  # unknown paths share one label
     assert requests("/readyz", "200") == 1
     duration = "linreg_serving_request_duration_seconds_count"
-    assert samples[(duration, (("endpoint", "/predict"), ("status", "200")))] == 3
+    assert samples[(duration, labels("/predict", "200"))] == 3
     assert samples[("linreg_serving_model_version", ())] == 7
     assert samples[("linreg_serving_model_reloads_total", ())] == 2
     assert samples[("linreg_serving_model_reload_failures_total", ())] == 0

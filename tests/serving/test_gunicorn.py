@@ -23,6 +23,7 @@ from tests.serving.support import (
     Response,
     TrainedModel,
     expected_predictions,
+    labels,
     publish_mismatched,
     requests_counted,
     scrape,
@@ -113,12 +114,13 @@ def test_metrics_count_what_was_sent_across_both_workers(
             client.close()
     after = scrape(http)
     for (endpoint, status), count in sent.items():
-        counted = requests_counted(after, endpoint, status) - requests_counted(
-            before, endpoint, status
+        protocol = "other" if endpoint == "other" else "native"
+        counted = requests_counted(after, endpoint, status, protocol) - requests_counted(
+            before, endpoint, status, protocol
         )
         assert counted == count, (endpoint, status)
     histogram = ("linreg_serving_request_duration_seconds_count",)
-    key = histogram + ((("endpoint", "/predict"), ("status", "200")),)
+    key = histogram + (labels("/predict", "200"),)
     assert after[key] - before.get(key, 0) == 7
     versions = {
         labels: value
