@@ -54,7 +54,12 @@ def fast_rows(body: bytes, key: bytes, n_features: int, max_rows: int) -> np.nda
     matrix. Anything else (objects as rows, a string, a wrong count, even a body that is not
     JSON) returns None, and the caller's full checks give the one precise error.
     """
-    if body.count(b'"') != 2 or body.count(b"{") != 1 or b"l" in body or b"r" in body:
+    # find and ``in`` are memchr scans, several times faster here than count.
+    opening = body.find(b'"')
+    closing = body.find(b'"', opening + 1)
+    if opening < 0 or closing < 0 or body.find(b'"', closing + 1) >= 0:
+        return None
+    if body.find(b"{", body.find(b"{") + 1) >= 0 or b"l" in body or b"r" in body:
         return None
     try:
         document = orjson.loads(body)

@@ -141,18 +141,20 @@ def test_a_mismatched_model_is_refused_and_counted_and_the_old_one_keeps_serving
     assert metrics.reload_failures._value.get() == 1  # refused once, not once per request
 
 
-def test_openapi_describes_every_endpoint_and_the_limits(
-    client: FlaskClient, settings: ServingSettings
+def test_openapi_describes_every_endpoint_and_method_and_the_limits(
+    app: Flask, client: FlaskClient, settings: ServingSettings
 ) -> None:
     document = client.get("/openapi.json").get_json()
     assert document["openapi"].startswith("3.1")
-    assert set(document["paths"]) == {
-        "/predict",
-        "/model",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/openapi.json",
+    served = {
+        (rule.rule.replace("<", "{").replace(">", "}"), method.lower())
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    described = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert described == served
+    assert {"/predict", "/invocations", "/v2/models/{name}/infer", "/v2/health/ready"} <= {
+        path for path, _ in served
     }
     responses = document["paths"]["/predict"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422", "503"} <= set(responses)
