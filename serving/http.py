@@ -83,6 +83,8 @@ class Route:
 def media_type(environ: dict[str, Any]) -> tuple[str, dict[str, str]]:
     """The request's Content-Type, lower-cased, and its parameters (``charset``...)."""
     raw = environ.get("CONTENT_TYPE", "")
+    if raw == JSON:  # what nearly every client sends
+        return JSON, {}
     kind, _, rest = raw.partition(";")
     parameters = {}
     for pair in rest.split(";"):
