@@ -35,6 +35,7 @@ from serving.payload import (
 
 CSV = "text/csv"
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_ROW_KEYS = frozenset({"instances", "inputs"})
 _ERROR_CODES = {
     400: "BAD_REQUEST",
     413: "REQUEST_LIMIT_EXCEEDED",
@@ -72,11 +73,10 @@ def parse_invocation(
 
 def parse_json(body: bytes, model: LinearModel, max_rows: int) -> np.ndarray:
     """A JSON body: exactly one of the four formats, and optionally ``params``."""
-    n_features = len(model.features)
-    for key in (b"inputs", b"instances"):  # rows of numbers: the common body, in one pass
-        X = fast_rows(body, key, n_features, max_rows)
-        if X is not None:
-            return X
+    # Rows of numbers, the common body, in one pass.
+    X = fast_rows(body, _ROW_KEYS, len(model.features), max_rows)
+    if X is not None:
+        return X
     document = decode_json(body)
     if type(document) is not dict:
         raise ServiceError(422, f"{_REQUIRED}; it is {kind(document)}")
