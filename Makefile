@@ -106,7 +106,7 @@ serve: install
 	HOST=$(HOST) PORT=$(PORT) MODEL_DIR=$(MODEL_DIR) \
 		$(VENV)/bin/gunicorn -c serving/gunicorn.conf.py serving.wsgi:app
 
-## Benchmark the service against FastAPI on uvicorn with wrk (installed if missing)
+## Benchmark the service (1, 100, 10,000 rows) against FastAPI on uvicorn with wrk (installed if missing)
 bench-serve: install
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y wrk; }
 	$(PY) -m bench.serve

@@ -1,23 +1,30 @@
 """The Flask app: ``create_app`` wires settings, the model store, metrics and the endpoints.
 
-Blueprints, one per concern: ``health`` (``/healthz``, ``/readyz``), ``predictions``
-(``/predict``, ``/model``) and ``operations`` (``/metrics``, ``/openapi.json``). Every error,
-Flask's own 404/405/413 included, is answered as ``{"error": "..."}``.
+Three protocols over one model store, one set of checks and one set of metrics:
+
+- native: ``POST /predict``, ``GET /model``, ``/healthz``, ``/readyz``, ``/metrics``,
+  ``/openapi.json``;
+- MLflow's scoring protocol: ``POST /invocations`` (``serving/mlflow_scoring.py``);
+- the Open Inference Protocol (V2): ``/v2``, ``/v2/health/{live,ready}``,
+  ``/v2/models/{name}[/versions/{version}][/ready|/infer]`` (``serving/open_inference.py``).
+
+Every error, Flask's own 404/405 included, is JSON: ``{"error": "..."}``, or MLflow's
+``{"error_code", "message"}`` on ``/invocations``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from flask import Blueprint, Flask, Response, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from serving import mlflow_scoring, open_inference
 from serving.errors import ServiceError
+from serving.http import JSON, Dispatcher, Reply, Route, json_reply, media_type, read_body
 from serving.metrics import ServiceMetrics
 from serving.model_store import LinearModel, ModelStore
 from serving.openapi import openapi_document
@@ -26,8 +33,8 @@ from serving.settings import ServingSettings
 
 logger = logging.getLogger("serving")
 
-JSON = "application/json"
 NO_MODEL = "no model is loaded yet; waiting for model.json and model.pkl in the model directory"
+SERVER_NAME = "linreg-serving"
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ def create_app(settings: ServingSettings | None = None) -> Flask:
     """The prediction service for ``settings`` (default: from the environment).
 
     The published model is loaded here (not at import); without one the app still starts
-    and answers 503 on ``/readyz`` and ``/predict`` until one is published.
+    and answers 503 on readiness and predictions until one is published.
     """
     settings = settings or ServingSettings.from_env()
     logger.setLevel(settings.log_level)
@@ -61,129 +68,177 @@ def create_app(settings: ServingSettings | None = None) -> Flask:
         on_failure=lambda _message: metrics.reload_failures.inc(),
     )
     store.refresh()
+    service = Service(settings, store, metrics)
 
     app = Flask(__name__, static_folder=None)
     # Never debug mode, whatever FLASK_DEBUG says: no debugger, no tracebacks to callers.
     app.debug = False
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["serving"] = Service(settings, store, metrics)
-    app.register_blueprint(health_blueprint(store))
-    app.register_blueprint(predictions_blueprint(store, settings))
-    app.register_blueprint(operations_blueprint(metrics, settings))
+    app.extensions["serving"] = service
+    routes = native_routes(service) + mlflow_routes(service) + v2_routes(service)
+    for route in routes:
+        app.add_url_rule(
+            route.rule,
+            endpoint=f"{route.method} {route.rule}",
+            view_func=flask_view(route),
+            methods=[route.method],
+        )
     register_error_handlers(app, settings)
-    paths = frozenset(rule.rule for rule in app.url_map.iter_rules())
-    app.wsgi_app = Instrumented(app.wsgi_app, metrics, paths)  # type: ignore[method-assign]
+    app.wsgi_app = Dispatcher(  # type: ignore[method-assign]
+        app.wsgi_app, routes, metrics, {"name": settings.model_name}
+    )
     return app
 
 
-def json_response(document: Any, status: int = 200) -> Response:
-    """``document`` serialised by orjson (numpy arrays included)."""
-    body = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
-    return Response(body, status=status, mimetype=JSON)
+def flask_view(route: Route) -> Any:
+    """The Flask view of ``route``: the same handler, reached through Flask's routing."""
+
+    def view(**arguments: str) -> Response:
+        reply = route.answer(request.environ, **arguments)
+        return Response(
+            reply.body, reply.status, headers=list(reply.headers), content_type=reply.content_type
+        )
+
+    return view
 
 
-def read_body(max_bytes: int) -> bytes:
-    """The request body; 413 if it is larger than ``max_bytes``, decided before parsing.
-
-    Read straight from ``wsgi.input`` (one call, no stream wrappers on the hot path).
-    """
-    environ = request.environ
-    length = request.content_length
-    if length is None:
-        if not environ.get("wsgi.input_terminated"):
-            return b""  # no length and no end marker: nothing can be read safely (as Werkzeug)
-        # Chunked, so no length up front: read one byte past the limit to tell "too large".
-        length = max_bytes + 1
-    elif length > max_bytes:
-        raise ServiceError(413, f"the body is larger than {max_bytes} bytes")
-    body = environ["wsgi.input"].read(length)
-    if len(body) > max_bytes:
-        raise ServiceError(413, f"the body is larger than {max_bytes} bytes")
-    return body
+def current_model(store: ModelStore) -> LinearModel:
+    """The model to serve now; 503 while none is loaded."""
+    model = store.current()
+    if model is None:
+        raise ServiceError(503, NO_MODEL)
+    return model
 
 
-def health_blueprint(store: ModelStore) -> Blueprint:
-    """``/healthz`` (the process answers) and ``/readyz`` (a model is loaded)."""
-    blueprint = Blueprint("health", __name__)
-
-    @blueprint.get("/healthz")
-    def healthz() -> Response:
-        return json_response({"status": "ok"})
-
-    @blueprint.get("/readyz")
-    def readyz() -> Response:
-        """:raise 503: no model loaded yet."""
-        # Readiness probes also drive the reload check, so an idle pod still sees new models.
-        model = store.current()
-        if model is None:
-            raise ServiceError(503, NO_MODEL)
-        return json_response({"status": "ready", "model_version": model.version})
-
-    return blueprint
+def version_header(model: LinearModel) -> tuple[tuple[str, str], ...]:
+    return (("X-Model-Version", str(model.version)),)
 
 
-def predictions_blueprint(store: ModelStore, settings: ServingSettings) -> Blueprint:
-    """``POST /predict`` and ``GET /model``."""
-    blueprint = Blueprint("predictions", __name__)
-
-    @blueprint.post("/predict")
-    def predict() -> Response:
-        """Predictions for ``{"instances": [...]}``.
-
-        :raise 415: Content-Type is not application/json.
-        :raise 413: the body or the row count exceeds the limits.
-        :raise 400, 422: not JSON; not rows of numbers with the model's features.
-        :raise 503: no model loaded yet.
-        """
-        if request.mimetype != JSON:
-            raise ServiceError(415, f"Content-Type must be {JSON}")
-        body = read_body(settings.max_body_bytes)
-        # One model for the whole request: a swap meanwhile cannot mix two versions.
-        model = store.current()
-        if model is None:
-            raise ServiceError(503, NO_MODEL)
-        X = parse_instances(body, model, settings.max_rows)
-        predictions = predict_checked(model, X)
-        return json_response({"predictions": predictions, "model_version": model.version})
-
-    @blueprint.get("/model")
-    def model_metadata() -> Response:
-        """The served model's ``model.json``.
-
-        :raise 503: no model loaded yet.
-        """
-        model = store.current()
-        if model is None:
-            raise ServiceError(503, NO_MODEL)
-        return json_response(model.metadata)
-
-    return blueprint
-
-
-def operations_blueprint(metrics: ServiceMetrics, settings: ServingSettings) -> Blueprint:
-    """``GET /metrics`` (Prometheus) and ``GET /openapi.json``."""
-    blueprint = Blueprint("operations", __name__)
+def native_routes(service: Service) -> list[Route]:
+    """``/predict``, ``/model``, the probes, ``/metrics`` and ``/openapi.json``."""
+    settings, store, metrics = service.settings, service.store, service.metrics
     openapi = orjson.dumps(openapi_document(settings))
 
-    @blueprint.get("/metrics")
-    def prometheus_metrics() -> Response:
+    def predict(environ: dict[str, Any]) -> Reply:
+        """Predictions for ``{"instances": [...]}``."""
+        if media_type(environ)[0] != JSON:
+            raise ServiceError(415, f"Content-Type must be {JSON}")
+        body = read_body(environ, settings.max_body_bytes)
+        # One model for the whole request: a swap meanwhile cannot mix two versions.
+        model = current_model(store)
+        X = parse_instances(body, model, settings.max_rows)
+        predictions = predict_checked(model, X)
+        return json_reply(
+            {"predictions": predictions, "model_version": model.version},
+            headers=version_header(model),
+        )
+
+    def model_json(environ: dict[str, Any]) -> Reply:
+        return json_reply(current_model(store).metadata)
+
+    def healthz(environ: dict[str, Any]) -> Reply:
+        return json_reply({"status": "ok"})
+
+    def readyz(environ: dict[str, Any]) -> Reply:
+        # Readiness probes also drive the reload check, so an idle pod still sees new models.
+        return json_reply({"status": "ready", "model_version": current_model(store).version})
+
+    def prometheus(environ: dict[str, Any]) -> Reply:
         body, content_type = metrics.exposition()
-        return Response(body, content_type=content_type)
+        return Reply(200, body, content_type)
 
-    @blueprint.get("/openapi.json")
-    def openapi_json() -> Response:
-        return Response(openapi, mimetype=JSON)
+    def openapi_json(environ: dict[str, Any]) -> Reply:
+        return Reply(200, openapi)
 
-    return blueprint
+    return [
+        Route("/predict", "POST", predict, "native"),
+        Route("/model", "GET", model_json, "native"),
+        Route("/healthz", "GET", healthz, "native"),
+        Route("/readyz", "GET", readyz, "native"),
+        Route("/metrics", "GET", prometheus, "native"),
+        Route("/openapi.json", "GET", openapi_json, "native"),
+    ]
+
+
+def mlflow_routes(service: Service) -> list[Route]:
+    """``POST /invocations``, MLflow's scoring protocol."""
+    settings, store = service.settings, service.store
+
+    def invocations(environ: dict[str, Any]) -> Reply:
+        mimetype, parameters = media_type(environ)
+        if mimetype not in (JSON, mlflow_scoring.CSV):
+            raise ServiceError(415, f"Content-Type must be {JSON} or {mlflow_scoring.CSV}")
+        body = read_body(environ, settings.max_body_bytes)
+        model = current_model(store)
+        X = mlflow_scoring.parse_invocation(body, mimetype, parameters, model, settings.max_rows)
+        predictions = predict_checked(model, X, "row {}".format)
+        return json_reply({"predictions": predictions}, headers=version_header(model))
+
+    return [Route("/invocations", "POST", invocations, "mlflow", mlflow_scoring.mlflow_error)]
+
+
+def v2_routes(service: Service) -> list[Route]:
+    """The Open Inference Protocol's REST endpoints."""
+    settings, store = service.settings, service.store
+
+    def served(name: str, version: str | None) -> LinearModel:
+        if name != settings.model_name:
+            raise ServiceError(
+                404, f"no model of that name here; this server serves {settings.model_name}"
+            )
+        model = current_model(store)
+        if version is not None and version != str(model.version):
+            raise ServiceError(404, f"that version is not served; version {model.version} is")
+        return model
+
+    def server_metadata(environ: dict[str, Any]) -> Reply:
+        return json_reply({"name": SERVER_NAME, "version": "1", "extensions": []})
+
+    def live(environ: dict[str, Any]) -> Reply:
+        return json_reply({"live": True})
+
+    def ready(environ: dict[str, Any]) -> Reply:
+        current_model(store)
+        return json_reply({"ready": True})
+
+    def metadata(environ: dict[str, Any], name: str, version: str | None = None) -> Reply:
+        return json_reply(open_inference.model_metadata(served(name, version), name))
+
+    def model_ready(environ: dict[str, Any], name: str, version: str | None = None) -> Reply:
+        served(name, version)
+        return json_reply({"name": name, "ready": True})
+
+    def infer(environ: dict[str, Any], name: str, version: str | None = None) -> Reply:
+        mimetype = media_type(environ)[0]
+        if mimetype not in (JSON, ""):  # V2 clients do not all send a Content-Type
+            raise ServiceError(415, f"Content-Type must be {JSON}")
+        body = read_body(environ, settings.max_body_bytes)
+        model = served(name, version)
+        X, echo = open_inference.parse_infer(body, model, settings.max_rows)
+        predictions = predict_checked(model, X, "row {}".format)
+        return json_reply(
+            open_inference.infer_response(model, name, predictions, echo),
+            headers=version_header(model),
+        )
+
+    models = "/v2/models/<name>"
+    versions = "/v2/models/<name>/versions/<version>"
+    return [
+        Route("/v2", "GET", server_metadata, "v2"),
+        Route("/v2/health/live", "GET", live, "v2"),
+        Route("/v2/health/ready", "GET", ready, "v2"),
+        Route(models, "GET", metadata, "v2"),
+        Route(versions, "GET", metadata, "v2"),
+        Route(f"{models}/ready", "GET", model_ready, "v2"),
+        Route(f"{versions}/ready", "GET", model_ready, "v2"),
+        Route(f"{models}/infer", "POST", infer, "v2"),
+        Route(f"{versions}/infer", "POST", infer, "v2"),
+    ]
 
 
 def register_error_handlers(app: Flask, settings: ServingSettings) -> None:
-    """Answer every error as JSON: ours, Flask's HTTP errors, and (never expected) bugs."""
-
-    @app.errorhandler(ServiceError)
-    def service_error(error: ServiceError) -> Response:
-        return json_response({"error": error.message}, error.status)
+    """Answer every error as JSON: Flask's HTTP errors, and (never expected) bugs."""
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
@@ -197,7 +252,8 @@ def register_error_handlers(app: Flask, settings: ServingSettings) -> None:
             message = f"the body is larger than {settings.max_body_bytes} bytes"
         else:
             message = error.name.lower()
-        response = json_response({"error": message}, status)
+        reply = json_reply({"error": message}, status)
+        response = Response(reply.body, status, content_type=JSON)
         if allowed:
             response.headers["Allow"] = allowed
         return response
@@ -206,35 +262,5 @@ def register_error_handlers(app: Flask, settings: ServingSettings) -> None:
     def unexpected_error(error: Exception) -> Response:
         # A bug: logged with its traceback here, and nothing of it in the response.
         logger.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response({"error": "internal error; the service logged it"}, 500)
-
-
-class Instrumented:
-    """WSGI middleware counting and timing each request by endpoint and status.
-
-    Paths the app does not serve are labelled ``other``, so that scanners cannot grow the
-    number of time series.
-    """
-
-    def __init__(
-        self, wsgi_app: Callable[..., Iterable[bytes]], metrics: ServiceMetrics, paths: frozenset
-    ) -> None:
-        self.wsgi_app = wsgi_app
-        self.metrics = metrics
-        self.paths = paths
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        started = time.perf_counter()
-        status = "500"
-
-        def recording_start_response(line: str, headers: list, exc_info: Any = None) -> Any:
-            nonlocal status
-            status = line[:3]
-            return start_response(line, headers, exc_info)
-
-        try:
-            return self.wsgi_app(environ, recording_start_response)
-        finally:
-            path = environ.get("PATH_INFO", "")
-            endpoint = path if path in self.paths else "other"
-            self.metrics.observe(endpoint, status, time.perf_counter() - started)
+        reply = json_reply({"error": "internal error; the service logged it"}, 500)
+        return Response(reply.body, 500, content_type=JSON)

@@ -25,7 +25,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class ServiceMetrics:
-    """Request counts and latency by endpoint and status, model version, reloads.
+    """Request counts and latency by protocol, endpoint and status, model version, reloads.
 
     Parameters
     ----------
@@ -44,14 +44,14 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "linreg_serving_requests",
-            "HTTP requests answered, by endpoint and status.",
-            ["endpoint", "status"],
+            "HTTP requests answered, by protocol, endpoint and status.",
+            ["protocol", "endpoint", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
             "linreg_serving_request_duration_seconds",
-            "Time to answer a request in the app, by endpoint and status.",
-            ["endpoint", "status"],
+            "Time to answer a request in the app, by protocol, endpoint and status.",
+            ["protocol", "endpoint", "status"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -71,18 +71,16 @@ class ServiceMetrics:
             "Published models refused: sha256 mismatch, unreadable, wrong shape.",
             registry=self.registry,
         )
-        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
-    def observe(self, endpoint: str, status: str, seconds: float) -> None:
+    def observe(self, protocol: str, endpoint: str, status: str, seconds: float) -> None:
         """Count one answered request and its latency."""
         # labels() takes a lock and validates on each call; the children are few, keep them.
-        children = self._children.get((endpoint, status))
+        key = (protocol, endpoint, status)
+        children = self._children.get(key)
         if children is None:
-            children = (
-                self.requests.labels(endpoint, status),
-                self.latency.labels(endpoint, status),
-            )
-            self._children[(endpoint, status)] = children
+            children = (self.requests.labels(*key), self.latency.labels(*key))
+            self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
 

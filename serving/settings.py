@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# A model name is one URL path segment: /v2/models/<name>/infer.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class ServingSettings:
     metrics_dir : str or None
         prometheus_client's multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``); set under
         gunicorn so that ``/metrics`` adds up every worker.
+    model_name : str
+        The model's name in the Open Inference Protocol's paths, ``/v2/models/<name>``
+        (``MODEL_NAME``).
     """
 
     model_dir: str = "artifacts"
@@ -37,6 +43,7 @@ class ServingSettings:
     log_level: str = "INFO"
     check_interval_ms: int = 1_000
     metrics_dir: str | None = None
+    model_name: str = "linreg"
 
     def __post_init__(self) -> None:
         if not self.model_dir:
@@ -46,6 +53,11 @@ class ServingSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.check_interval_ms < 0:
             raise ValueError(f"check_interval_ms must be >= 0, got {self.check_interval_ms}")
+        if not MODEL_NAME.fullmatch(self.model_name):
+            raise ValueError(
+                "MODEL_NAME must be 1 to 64 letters, digits, '_', '.' or '-', starting with a "
+                f"letter or digit, got {self.model_name!r}"
+            )
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
 
@@ -60,6 +72,7 @@ class ServingSettings:
             log_level=env.get("LOG_LEVEL", cls.log_level).upper(),
             check_interval_ms=_int(env, "MODEL_CHECK_INTERVAL_MS", cls.check_interval_ms),
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            model_name=env.get("MODEL_NAME") or cls.model_name,
         )
 
 

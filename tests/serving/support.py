@@ -341,8 +341,16 @@ def scrape(client: HttpClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
     return samples
 
 
+def labels(endpoint: str, status: str, protocol: str = "native") -> tuple[tuple[str, str], ...]:
+    """The sorted labels of one request series."""
+    return (("endpoint", endpoint), ("protocol", protocol), ("status", status))
+
+
 def requests_counted(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], endpoint: str, status: str
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+    endpoint: str,
+    status: str,
+    protocol: str = "native",
 ) -> float:
-    key = ("linreg_serving_requests_total", (("endpoint", endpoint), ("status", status)))
+    key = ("linreg_serving_requests_total", labels(endpoint, status, protocol))
     return samples.get(key, 0.0)

@@ -20,6 +20,7 @@ from tests.serving.support import (
     WRONG_ROUTES,
     TrainedModel,
     expected_predictions,
+    labels,
     publish_mismatched,
 )
 
@@ -140,18 +141,20 @@ def test_a_mismatched_model_is_refused_and_counted_and_the_old_one_keeps_serving
     assert metrics.reload_failures._value.get() == 1  # refused once, not once per request
 
 
-def test_openapi_describes_every_endpoint_and_the_limits(
-    client: FlaskClient, settings: ServingSettings
+def test_openapi_describes_every_endpoint_and_method_and_the_limits(
+    app: Flask, client: FlaskClient, settings: ServingSettings
 ) -> None:
     document = client.get("/openapi.json").get_json()
     assert document["openapi"].startswith("3.1")
-    assert set(document["paths"]) == {
-        "/predict",
-        "/model",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/openapi.json",
+    served = {
+        (rule.rule.replace("<", "{").replace(">", "}"), method.lower())
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    described = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert described == served
+    assert {"/predict", "/invocations", "/v2/models/{name}/infer", "/v2/health/ready"} <= {
+        path for path, _ in served
     }
     responses = document["paths"]["/predict"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422", "503"} <= set(responses)
@@ -176,16 +179,15 @@ def test_metrics_count_requests_by_endpoint_and_status(
         for sample in family.samples
     }
 
-    def requests(endpoint: str, status: str) -> float:
-        key = ("linreg_serving_requests_total", (("endpoint", endpoint), ("status", status)))
-        return samples[key]
+    def requests(endpoint: str, status: str, protocol: str = "native") -> float:
+        return samples[("linreg_serving_requests_total", labels(endpoint, status, protocol))]
 
     assert requests("/predict", "200") == 3
     assert requests("/predict", "422") == 1
-    assert requests("other", "404") == 2  # unknown paths share one label
+    assert requests("other", "404", "other") == 2  # unknown paths share one label
     assert requests("/readyz", "200") == 1
     duration = "linreg_serving_request_duration_seconds_count"
-    assert samples[(duration, (("endpoint", "/predict"), ("status", "200")))] == 3
+    assert samples[(duration, labels("/predict", "200"))] == 3
     assert samples[("linreg_serving_model_version", ())] == 7
     assert samples[("linreg_serving_model_reloads_total", ())] == 2
     assert samples[("linreg_serving_model_reload_failures_total", ())] == 0

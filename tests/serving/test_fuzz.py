@@ -127,18 +127,28 @@ def oracle(document: Any, content_type: str, metadata: dict) -> tuple[int, np.nd
     return 200, predictions
 
 
-def check_response(response: Response, sent: bytes) -> None:
-    """What holds for every answer: no 5xx; JSON; errors as {"error"} without the payload."""
+PROTOCOL_KEYS = {"dataframe_split", "dataframe_records", "application/json"}
+
+
+def check_response(response: Response, sent: bytes, mlflow: bool = False) -> None:
+    """What holds for every answer: no 5xx; JSON; errors as {"error"} (MLflow's
+    {"error_code", "message"} on /invocations) without the payload."""
     assert response.status < 500, response.body[:300]
     assert response.headers.get("Content-Type", "").startswith(JSON)
     if response.status >= 400:
         body = response.json()
-        assert set(body) == {"error"} and isinstance(body["error"], str)
-        assert 0 < len(body["error"]) < 600
-        assert BODY_MARKER not in body["error"]
-        for token in set(sent.decode(errors="replace").split('"')):
-            if len(token) >= 12:  # a long string from the body never comes back
-                assert token not in body["error"]
+        if mlflow:
+            assert set(body) == {"error_code", "message"} and isinstance(body["error_code"], str)
+            message = body["message"]
+        else:
+            assert set(body) == {"error"}
+            message = body["error"]
+        assert isinstance(message, str) and 0 < len(message) < 600
+        assert BODY_MARKER not in message
+        for token in set(sent.decode(errors="replace").replace(",", '"').split('"')):
+            # A long string from the body never comes back (but the protocol's own keys).
+            if len(token) >= 12 and token not in PROTOCOL_KEYS:
+                assert token not in message
 
 
 def fuzz_documents(send: Send, metadata: dict, max_examples: int) -> int:
@@ -190,7 +200,14 @@ def fuzz_routes(send: Send, max_examples: int) -> int:
     """Any method on any path: a 2xx, or a JSON 404/405/4xx; never a 5xx."""
     ran = []
     paths = st.one_of(
-        st.sampled_from(["/predict", "/model", "/healthz", "/readyz", "/metrics", "/openapi.json"]),
+        st.sampled_from(
+            ["/predict", "/model", "/healthz", "/readyz", "/metrics", "/openapi.json"]
+            + ["/invocations", "/v2", "/v2/health/ready", "/v2/models/linreg"]
+            + ["/v2/models/linreg/infer", "/v2/models/linreg/versions/1/ready"]
+        ),
+        st.lists(st.text(alphabet="abclinreg019-_.%~", min_size=1, max_size=8), max_size=2).map(
+            lambda parts: "/v2/models/" + "/".join(parts)
+        ),
         st.lists(st.text(alphabet="abcxyz019-_.%~", min_size=1, max_size=6), max_size=3).map(
             lambda parts: "/" + "/".join(parts)
         ),
@@ -205,7 +222,171 @@ def fuzz_routes(send: Send, max_examples: int) -> int:
         response = send(method, path, b"{}", {"Content-Type": JSON})
         assert response.status < 500
         if response.status >= 400 or path != "/metrics":
-            check_response(response, path.encode())
+            check_response(
+                response, path.encode(), mlflow=(method, path) == ("POST", "/invocations")
+            )
+
+    case()
+    return len(ran)
+
+
+# Values that are not numbers, and never a number once written as a CSV field either.
+not_numbers = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.sampled_from(["", "abc", BODY_MARKER, "1,5", "nan", "inf", "0x10"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.integers(), max_size=2),
+)
+matrices = st.lists(good_list_row, min_size=1, max_size=12)
+DEFECTS = [None, None, None, "not a number", "missing feature", "unknown key", "short row"]
+
+
+def _expected(rows: list[list[Any]], metadata: dict) -> tuple[int, np.ndarray | None]:
+    with np.errstate(all="ignore"):
+        predictions = expected_predictions(metadata, [[float(v) for v in row] for row in rows])
+    return (200, predictions) if np.isfinite(predictions).all() else (422, None)
+
+
+@st.composite
+def mlflow_cases(draw: st.DrawFn) -> tuple[bytes, str, list[list[Any]], str | None]:
+    """A body of one of MLflow's formats, and the one defect (if any) planted in it."""
+    rows = draw(matrices)
+    layout = draw(
+        st.sampled_from(["split", "records", "named", "instances", "inputs", "columns", "csv"])
+    )
+    defect = draw(st.sampled_from(DEFECTS))
+    # Columns by name come in any order; rows of bare values in the model's.
+    order = list(FEATURES) if layout in ("instances", "inputs") else draw(st.permutations(FEATURES))
+    table = [[row[FEATURES.index(name)] for name in order] for row in rows]  # body order
+    if defect == "not a number":
+        value = draw(not_numbers)
+        table[draw(st.integers(0, len(table) - 1))][draw(st.integers(0, 3))] = value
+    elif defect == "missing feature":
+        order, table = order[1:], [row[1:] for row in table]
+    elif defect == "short row":
+        table[draw(st.integers(0, len(table) - 1))].pop()
+    if layout == "csv":
+        if defect == "unknown key":
+            order = [*order[:-1], BODY_MARKER]
+        lines = [",".join(order), *(",".join(map(str, row)) for row in table)]
+        return "\n".join(lines).encode(), "text/csv", rows, defect
+    records = [dict(zip(order, row, strict=False)) for row in table]
+    document: dict[str, Any] = {
+        "split": {"dataframe_split": {"columns": order, "data": table}},
+        "records": {"dataframe_records": records},
+        "named": {"instances": records},
+        "instances": {"instances": table},
+        "inputs": {"inputs": table},
+        "columns": {
+            "inputs": {
+                name: [row[i] for row in table if i < len(row)] for i, name in enumerate(order)
+            }
+        },
+    }[layout]
+    if defect == "unknown key":
+        document[BODY_MARKER] = 1
+    return json.dumps(document).encode(), JSON, rows, defect
+
+
+def fuzz_mlflow(send: Send, metadata: dict, max_examples: int) -> int:
+    """MLflow bodies: a clean one gets the predictions of its rows, a defect a 4xx."""
+    ran = []
+
+    @settings(_FUZZ, max_examples=max_examples)
+    @given(case=mlflow_cases())
+    def case(case: tuple[bytes, str, list[list[Any]], str | None]) -> None:
+        ran.append(1)
+        body, content_type, rows, defect = case
+        response = send("POST", "/invocations", body, {"Content-Type": content_type})
+        check_response(response, body, mlflow=True)
+        status, predictions = (422, None) if defect else _expected(rows, metadata)
+        assert response.status == status, (defect, response.body[:300])
+        if status == 200:
+            np.testing.assert_allclose(response.json()["predictions"], predictions, rtol=1e-9)
+
+    case()
+    return len(ran)
+
+
+@st.composite
+def v2_cases(draw: st.DrawFn) -> tuple[bytes, list[list[Any]], str | None]:
+    """An inference request (one [n, 4] tensor or a tensor per feature) and its defect."""
+    rows = draw(matrices)
+    defect = draw(st.sampled_from([*DEFECTS, "wrong shape", "lacks datatype"]))
+    if defect == "not a number":
+        rows = [list(row) for row in rows]
+        position = (draw(st.integers(0, len(rows) - 1)), draw(st.integers(0, 3)))
+        bad_rows = [list(row) for row in rows]
+        bad_rows[position[0]][position[1]] = draw(not_numbers)
+    else:
+        bad_rows = rows
+    n = len(rows)
+    if draw(st.booleans()):
+        flat = [value for row in bad_rows for value in row]
+        tensors = [{"name": "input-0", "shape": [n, 4], "datatype": "FP64", "data": flat}]
+        if defect == "missing feature":
+            tensors[0]["data"], tensors[0]["shape"] = flat[: 3 * n], [n, 3]
+        elif defect == "short row":
+            tensors[0]["data"] = flat[:-1]
+    else:
+        order = draw(st.permutations(FEATURES))
+        tensors = [
+            {
+                "name": name,
+                "shape": [n],
+                "datatype": "FP64",
+                "data": [row[FEATURES.index(name)] for row in bad_rows],
+            }
+            for name in order
+        ]
+        if defect == "missing feature":
+            tensors.pop()
+        elif defect == "short row":
+            tensors[0]["data"].pop()
+    if defect == "wrong shape":
+        tensors[0]["shape"] = [n + 1, *tensors[0]["shape"][1:]]
+    elif defect == "lacks datatype":
+        del tensors[0]["datatype"]
+    document: dict[str, Any] = {"inputs": tensors}
+    if defect == "unknown key":
+        document[BODY_MARKER] = 1
+    return json.dumps(document).encode(), rows, defect
+
+
+def fuzz_v2(send: Send, metadata: dict, max_examples: int) -> int:
+    """Open Inference Protocol requests: clean ones get their predictions, a defect a 4xx."""
+    ran = []
+
+    @settings(_FUZZ, max_examples=max_examples)
+    @given(case=v2_cases())
+    def case(case: tuple[bytes, list[list[Any]], str | None]) -> None:
+        ran.append(1)
+        body, rows, defect = case
+        response = send("POST", "/v2/models/linreg/infer", body, {"Content-Type": JSON})
+        check_response(response, body)
+        status, predictions = (422, None) if defect else _expected(rows, metadata)
+        assert response.status == status, (defect, response.body[:300])
+        if status == 200:
+            [output] = response.json()["outputs"]
+            np.testing.assert_allclose(output["data"], predictions, rtol=1e-9)
+
+    case()
+    return len(ran)
+
+
+def fuzz_any_json(send: Send, max_examples: int) -> int:
+    """Any JSON at all, to /invocations and the V2 infer path: a clean answer, never a 5xx."""
+    ran = []
+
+    @settings(_FUZZ, max_examples=max_examples)
+    @given(document=st.one_of(any_json, st.fixed_dictionaries({"inputs": any_json})))
+    def case(document: Any) -> None:
+        ran.append(1)
+        body = json.dumps(document, allow_nan=True).encode()
+        for path in ("/invocations", "/v2/models/linreg/infer"):
+            response = send("POST", path, body, {"Content-Type": JSON})
+            check_response(response, body, mlflow=path == "/invocations")
 
     case()
     return len(ran)
@@ -227,8 +408,17 @@ def test_fuzz_in_process_1200_cases(send_in_process: Send, trained: TrainedModel
     assert ran >= 1_200
 
 
+def test_fuzz_mlflow_and_v2_in_process_1000_cases(
+    send_in_process: Send, trained: TrainedModel
+) -> None:
+    ran = fuzz_mlflow(send_in_process, trained.metadata, max_examples=400)
+    ran += fuzz_v2(send_in_process, trained.metadata, max_examples=400)
+    ran += fuzz_any_json(send_in_process, max_examples=200)
+    assert ran >= 1_000
+
+
 @pytest.mark.integration
-def test_fuzz_real_gunicorn_300_cases(server: GunicornServer, trained: TrainedModel) -> None:
+def test_fuzz_real_gunicorn_420_cases(server: GunicornServer, trained: TrainedModel) -> None:
     http = HttpClient(server.port)
 
     def send(method: str, path: str, body: bytes, headers: dict[str, str]) -> Response:
@@ -238,6 +428,8 @@ def test_fuzz_real_gunicorn_300_cases(server: GunicornServer, trained: TrainedMo
         ran = fuzz_documents(send, trained.metadata, max_examples=200)
         ran += fuzz_bytes(send, max_examples=60)
         ran += fuzz_routes(send, max_examples=40)
+        ran += fuzz_mlflow(send, trained.metadata, max_examples=60)
+        ran += fuzz_v2(send, trained.metadata, max_examples=60)
     finally:
         http.close()
-    assert ran >= 300
+    assert ran >= 420

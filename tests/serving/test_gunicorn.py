@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.serving.support import (
@@ -23,6 +24,7 @@ from tests.serving.support import (
     Response,
     TrainedModel,
     expected_predictions,
+    labels,
     publish_mismatched,
     requests_counted,
     scrape,
@@ -113,12 +115,13 @@ def test_metrics_count_what_was_sent_across_both_workers(
             client.close()
     after = scrape(http)
     for (endpoint, status), count in sent.items():
-        counted = requests_counted(after, endpoint, status) - requests_counted(
-            before, endpoint, status
+        protocol = "other" if endpoint == "other" else "native"
+        counted = requests_counted(after, endpoint, status, protocol) - requests_counted(
+            before, endpoint, status, protocol
         )
         assert counted == count, (endpoint, status)
     histogram = ("linreg_serving_request_duration_seconds_count",)
-    key = histogram + ((("endpoint", "/predict"), ("status", "200")),)
+    key = histogram + (labels("/predict", "200"),)
     assert after[key] - before.get(key, 0) == 7
     versions = {
         labels: value
@@ -328,3 +331,60 @@ def _assert_error(response: Response, status: int, message: str) -> None:
     assert set(error) == {"error"}
     assert message in error["error"]
     assert BODY_MARKER not in response.body.decode(errors="replace")
+
+
+def test_an_mlflow_style_client_and_a_v2_client_get_the_same_predictions(
+    server: GunicornServer, http: HttpClient
+) -> None:
+    """Plain HTTP as MLflow's client sends it (``dump_input_data``: a data frame as
+    ``{"dataframe_split": df.to_dict(orient="split")}``, an array as ``{"inputs": ...}``,
+    ``params`` beside), CSV from ``df.to_csv(index=False)``, and an Open Inference Protocol
+    request as KServe's client sends it; all through gunicorn, counted by protocol."""
+    metadata = json.loads((server.model_dir / "model.json").read_text())
+    expected = expected_predictions(metadata, ROWS)
+    before = scrape(http)
+    frame = pd.DataFrame(ROWS, columns=FEATURES)
+    mlflow_bodies = [
+        ({"dataframe_split": frame.to_dict(orient="split")}, JSON),
+        ({"inputs": np.asarray(ROWS).tolist(), "params": {"threshold": 0.5}}, JSON),
+    ]
+    for document, content_type in mlflow_bodies:
+        response = http.request(
+            "POST", "/invocations", json.dumps(document).encode(), {"Content-Type": content_type}
+        )
+        assert response.status == 200, response.body
+        assert set(response.json()) == {"predictions"}
+        np.testing.assert_allclose(response.json()["predictions"], expected, rtol=1e-12)
+    csv = frame[FEATURES[::-1]].to_csv(index=False).encode()
+    response = http.request("POST", "/invocations", csv, {"Content-Type": "text/csv"})
+    np.testing.assert_allclose(response.json()["predictions"], expected, rtol=1e-12)
+
+    assert http.request("GET", "/v2/health/ready").json() == {"ready": True}
+    model = http.request("GET", "/v2/models/linreg").json()
+    assert [tensor["name"] for tensor in model["inputs"]] == FEATURES
+    request_body = {
+        "id": "42",
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(np.shape(ROWS)),
+                "datatype": "FP64",
+                "data": np.asarray(ROWS).ravel().tolist(),
+            }
+        ],
+    }
+    response = http.request(
+        "POST", "/v2/models/linreg/infer", json.dumps(request_body).encode(), {"Content-Type": JSON}
+    )
+    assert response.status == 200, response.body
+    answer = response.json()
+    assert (answer["id"], answer["model_version"]) == ("42", "1")
+    np.testing.assert_allclose(answer["outputs"][0]["data"], expected, rtol=1e-12)
+
+    after = scrape(http)
+    for endpoint, protocol, count in (
+        ("/invocations", "mlflow", 3),
+        ("/v2/models/{name}/infer", "v2", 1),
+    ):
+        counted = requests_counted(after, endpoint, "200", protocol)
+        assert counted - requests_counted(before, endpoint, "200", protocol) == count
