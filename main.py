@@ -21,10 +21,20 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Each option's default once: from its help text if it says one, else appended."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Train a linear regression incrementally with Prefect on Dask.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--mode",
@@ -55,8 +65,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--features",
         help="comma-separated feature columns (default: every numeric column but the target)",
     )
-    parser.add_argument("--model", choices=["sgd", "ols"], default="sgd")
+    parser.add_argument(
+        "--model",
+        choices=["sgd", "ols"],
+        default="sgd",
+        help="sgd: SGDRegressor on running-standardised features; ols: exact least squares "
+        "(ridge with --alpha) from mergeable QR statistics",
+    )
     parser.add_argument("--alpha", type=float, default=0.0, help="L2 penalty (ridge for ols)")
+    parser.add_argument(
+        "--no-intercept",
+        action="store_true",
+        help="fit through the origin (intercept 0), both models",
+    )
     parser.add_argument("--batch-rows", type=int, default=100_000, help="rows per batch")
     parser.add_argument(
         "--n-iter", type=int, help="batches to train in --mode all (default: all remaining)"
@@ -199,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             test_fraction=args.test_fraction,
             storage_options=parse_storage_options(args.storage_option),
         )
-        hyperparams = HyperParams(model=args.model, alpha=args.alpha)
+        hyperparams = HyperParams(
+            model=args.model, alpha=args.alpha, fit_intercept=not args.no_intercept
+        )
         state_block = check_state_name(args.state_block or settings.state_block)
         out_dir = args.out or settings.out_dir
         if args.mode != "validate" and "://" not in out_dir:

@@ -67,6 +67,9 @@ class HyperParams(BaseModel):
 
     model: ModelKind = Field("sgd", description="sgd: SGDRegressor; ols: exact least squares.")
     alpha: float = Field(0.0, ge=0.0, description="L2 penalty (ridge for ols).")
+    fit_intercept: bool = Field(
+        True, description="False fits through the origin (no intercept), both models."
+    )
     learning_rate: Literal["invscaling", "constant", "adaptive", "optimal"] = Field(
         "invscaling", description="SGD learning-rate schedule."
     )

@@ -35,6 +35,9 @@ class IncrementalLinearRegression(RegressorMixin, BaseEstimator):
     ----------
     alpha : float, default=0.0
         L2 penalty on the coefficients (not the intercept), as in ``Ridge``.
+    fit_intercept : bool, default=True
+        False fits through the origin (``intercept_`` is 0.0), exactly, from the same
+        statistics.
 
     Attributes
     ----------
@@ -61,8 +64,9 @@ class IncrementalLinearRegression(RegressorMixin, BaseEstimator):
     ([2.0, -1.0], 3.0)
     """
 
-    def __init__(self, *, alpha: float = 0.0) -> None:
+    def __init__(self, *, alpha: float = 0.0, fit_intercept: bool = True) -> None:
         self.alpha = alpha
+        self.fit_intercept = fit_intercept
 
     def _reset(self) -> None:
         for name in (
@@ -103,7 +107,9 @@ class IncrementalLinearRegression(RegressorMixin, BaseEstimator):
         names = feature_names
         if names is None and hasattr(self, "feature_names_in_"):
             names = list(self.feature_names_in_)
-        coef, intercept, rank = solve_least_squares(merged, self.alpha, names, strict=False)
+        coef, intercept, rank = solve_least_squares(
+            merged, self.alpha, names, strict=False, fit_intercept=self.fit_intercept
+        )
         self.stats_ = merged
         self.coef_, self.intercept_, self.rank_ = coef, intercept, rank
         self.n_samples_seen_ = merged.n
@@ -142,6 +148,9 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
     ----------
     alpha : float, default=0.0
         L2 penalty, on the standardised problem.
+    fit_intercept : bool, default=True
+        False fits through the origin: features and target are scaled but not centred,
+        and ``intercept_`` is 0.0.
     learning_rate, eta0, power_t, average, random_state
         As in ``SGDRegressor``.
 
@@ -165,7 +174,9 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         power_t: float = 0.25,
         average: bool = False,
         random_state: int = 0,
+        fit_intercept: bool = True,
     ) -> None:
+        self.fit_intercept = fit_intercept
         self.alpha = alpha
         self.learning_rate = learning_rate
         self.eta0 = eta0
@@ -184,6 +195,7 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
             average=self.average,
             random_state=self.random_state,
             shuffle=True,
+            fit_intercept=self.fit_intercept,
         )
 
     def _reset(self) -> None:
@@ -209,7 +221,10 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         first_call = not hasattr(self, "sgd_")
         X, y = validate_data(self, X, y, reset=first_call, dtype=np.float64, y_numeric=True)
         if first_call:
-            self.x_scaler_, self.y_scaler_, self.sgd_ = StandardScaler(), StandardScaler(), None
+            centre = self.fit_intercept
+            self.x_scaler_ = StandardScaler(with_mean=centre)
+            self.y_scaler_ = StandardScaler(with_mean=centre)
+            self.sgd_ = None
             self.n_samples_seen_ = 0
         if len(X) == 0:
             return self
@@ -231,6 +246,9 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         y_mean, y_scale = self.y_scaler_.mean_[0], self.y_scaler_.scale_[0]
         weights = np.ravel(self.sgd_.coef_)
         self.coef_ = weights * y_scale / x_scale
+        if not self.fit_intercept:
+            self.intercept_ = 0.0
+            return
         self.intercept_ = float(y_mean + y_scale * self.sgd_.intercept_[0] - self.coef_ @ x_mean)
 
     def predict(self, X) -> np.ndarray:
@@ -266,8 +284,8 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
     @classmethod
     def from_state(cls, state: dict[str, Any], **params: Any) -> StandardizedSGDRegressor:
         model = cls(**params)
-        model.x_scaler_ = _scaler_from_state(state["x_scaler"])
-        model.y_scaler_ = _scaler_from_state(state["y_scaler"])
+        model.x_scaler_ = _scaler_from_state(state["x_scaler"], model.fit_intercept)
+        model.y_scaler_ = _scaler_from_state(state["y_scaler"], model.fit_intercept)
         sgd = model._new_sgd()
         coef = np.asarray(state["sgd"]["coef"], dtype=np.float64)
         sgd.coef_ = coef.copy()
@@ -306,8 +324,8 @@ def _scaler_state(scaler: StandardScaler) -> dict[str, Any]:
     }
 
 
-def _scaler_from_state(state: dict[str, Any]) -> StandardScaler:
-    scaler = StandardScaler()
+def _scaler_from_state(state: dict[str, Any], centre: bool = True) -> StandardScaler:
+    scaler = StandardScaler(with_mean=centre)
     scaler.mean_ = np.asarray(state["mean"], dtype=np.float64)
     scaler.var_ = np.asarray(state["var"], dtype=np.float64)
     scaler.n_samples_seen_ = np.int64(state["n"])
@@ -321,7 +339,9 @@ def make_estimator(
 ) -> IncrementalLinearRegression | StandardizedSGDRegressor:
     """A fresh estimator of ``kind`` ("sgd" or "ols") with the given hyper-parameters."""
     if kind == "ols":
-        return IncrementalLinearRegression(alpha=params.get("alpha", 0.0))
+        return IncrementalLinearRegression(
+            alpha=params.get("alpha", 0.0), fit_intercept=params.get("fit_intercept", True)
+        )
     if kind == "sgd":
         return StandardizedSGDRegressor(**params)
     raise ValueError(f"unknown model '{kind}' (expected 'sgd' or 'ols')")
@@ -333,7 +353,9 @@ def estimator_from_state(
     """Rebuild a fitted estimator from :meth:`get_state` data with current hyper-parameters."""
     kind = state.get("kind")
     if kind == "ols":
-        return IncrementalLinearRegression.from_state(state, alpha=params.get("alpha", 0.0))
+        return IncrementalLinearRegression.from_state(
+            state, alpha=params.get("alpha", 0.0), fit_intercept=params.get("fit_intercept", True)
+        )
     if kind == "sgd":
         return StandardizedSGDRegressor.from_state(state, **params)
     raise ValueError(f"saved estimator state has unknown kind {kind!r}")

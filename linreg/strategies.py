@@ -128,7 +128,13 @@ class OlsStrategy:
         )
         try:
             # The estimator would return a minimum-norm solution; a product refuses one.
-            solve_least_squares(merged, estimator.alpha, list(features), strict=True)
+            solve_least_squares(
+                merged,
+                estimator.alpha,
+                list(features),
+                strict=True,
+                fit_intercept=estimator.fit_intercept,
+            )
         except SingularSystemError as error:
             raise DataError(f"cannot fit ols on {merged.n} training rows: {error}") from None
         return estimator.merge_stats(batch_stats, feature_names=list(features))

@@ -267,6 +267,7 @@ def model_metadata(
         "target": plan.target,
         "coef": [float(value) for value in trained.estimator.coef_],
         "intercept": float(trained.estimator.intercept_),
+        "fit_intercept": hyperparams.fit_intercept,
         "metrics": trained.metrics,
         "rows_trained": state.rows_trained,
         "hyperparameters": hyperparams.model_dump(),
