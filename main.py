@@ -66,6 +66,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated feature columns (default: every numeric column but the target)",
     )
     parser.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="one feature column, repeatable; for names with commas or any other character",
+    )
+    parser.add_argument(
+        "--csv-delimiter",
+        help="CSV field delimiter (default: detected from the header among , ; tab |)",
+    )
+    parser.add_argument("--csv-decimal", default=".", help="CSV decimal mark, e.g. ','")
+    parser.add_argument("--csv-thousands", help="CSV thousands separator in numbers, e.g. '.'")
+    parser.add_argument(
+        "--na-values",
+        help="comma-separated CSV tokens that mean missing, added to the usual empty, NA, "
+        "N/A, NaN, null (e.g. '-,?')",
+    )
+    parser.add_argument(
         "--model",
         choices=["sgd", "ols"],
         default="sgd",
@@ -184,6 +202,21 @@ def check_options(args: argparse.Namespace) -> None:
             raise ValueError(f"{option} {rule} (got {value})")
 
 
+def _features(args: argparse.Namespace) -> list[str] | None:
+    names = [name.strip() for name in args.features.split(",")] if args.features else []
+    names += args.feature
+    return names or None
+
+
+def _delimiter(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = {"tab": "\t", "\\t": "\t"}.get(value, value)
+    if len(value) != 1:
+        raise ValueError(f"--csv-delimiter must be one character (or 'tab'), got {value!r}")
+    return value
+
+
 def check_out_dir(out_dir: str) -> None:
     """``--out`` must be a directory this process can write (made if missing)."""
     path = Path(out_dir)
@@ -215,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         data = DataConfig(
             source=source,
             target=args.target,
-            features=[name.strip() for name in args.features.split(",")] if args.features else None,
+            features=_features(args),
+            csv_delimiter=_delimiter(args.csv_delimiter),
+            csv_decimal=args.csv_decimal,
+            csv_thousands=args.csv_thousands,
+            na_values=[token for token in (args.na_values or "").split(",") if token],
             batch_rows=args.batch_rows,
             test_fraction=args.test_fraction,
             storage_options=parse_storage_options(args.storage_option),
@@ -291,6 +328,8 @@ def _validate(data) -> int:
         f"{data.source}: {len(plan.files)} file(s), {plan.n_rows:,} rows; features "
         f"{', '.join(plan.features)}; target {plan.target}"
     )
+    for name, reason in plan.excluded_columns.items():
+        print(f"  not a feature: '{name}', {reason}")
     return 0
 
 

@@ -33,6 +33,17 @@ class DataConfig(BaseModel):
     test_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="Share of rows held out for evaluation."
     )
+    csv_delimiter: str | None = Field(
+        None, description="CSV field delimiter; default: detected from the header line."
+    )
+    csv_decimal: str = Field(".", min_length=1, max_length=1, description="CSV decimal mark.")
+    csv_thousands: str | None = Field(
+        None, max_length=1, description="CSV thousands separator in numbers, e.g. ','."
+    )
+    na_values: list[str] = Field(
+        default_factory=list,
+        description="More CSV tokens meaning missing (beyond empty, NA, N/A, NaN, null).",
+    )
     storage_options: dict[str, Any] = Field(
         default_factory=dict,
         description="fsspec storage_options of s3://, gs://, az:// sources and outputs, "

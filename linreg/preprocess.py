@@ -136,7 +136,11 @@ class BatchReader:
             for table in iter_tables(segment.data_file, self.columns, segment.start, segment.stop):
                 is_test = mask[offset : offset + table.num_rows]
                 offset += table.num_rows
-                values = [column_values(segment.data_file, table, name) for name in self.columns]
+                first_row = segment.start + offset - table.num_rows
+                values = [
+                    column_values(segment.data_file, table, name, first_row)
+                    for name in self.columns
+                ]
                 shift = _shift(values) if self.centre else np.zeros(len(values))
                 train = _design(values, None if not is_test.any() else ~is_test, shift, bad_counts)
                 test = _design(values, is_test, shift, bad_counts)

@@ -187,12 +187,14 @@ def train_batches(
     def on_summary(index: int, summary: BatchSummary) -> None:
         summaries.append(summary)
         report = summary.report
+        dropped = ", ".join(f"'{name}' {n}" for name, n in report.dropped_by_column.items())
         log.info(
-            "batch %d/%d: %d rows read, %d dropped, %d train, %d held out (%s)",
+            "batch %d/%d: %d rows read, %d dropped%s, %d train, %d held out (%s)",
             index + 1,
             len(batches),
             report.rows_read,
             report.rows_dropped,
+            f" (missing or non-finite: {dropped})" if dropped else "",
             report.rows_train,
             report.rows_test,
             "; ".join(report.segments),
@@ -280,6 +282,10 @@ def model_metadata(
             "rows_held_out": state.rows_held_out,
             "rows_dropped": state.rows_dropped,
             "last_batches": trained.report.segments,
+            "excluded_columns": dict(plan.excluded_columns),
+            "quality": {
+                "rows_dropped_by_column": dict(trained.report.dropped_by_column),
+            },
         },
     }
 

@@ -8,7 +8,7 @@ from functools import partial
 
 from linreg.config import DataConfig
 from linreg.errors import DataError
-from linreg.sources import DataFile, StorageOptions, discover_files, inspect_file
+from linreg.sources import CsvFormat, DataFile, StorageOptions, discover_files, inspect_file
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class SourcePlan:
     target: str
     # Also used to publish to an object store; not shown: it may hold credentials.
     storage_options: StorageOptions = field(default_factory=dict, compare=False, repr=False)
+    excluded_columns: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -47,7 +48,13 @@ def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourceP
     """
     options = config.storage_options
     found = discover_files(config.source, options)
-    inspect = partial(inspect_file, storage_options=options) if options else inspect_file
+    csv = CsvFormat(
+        delimiter=config.csv_delimiter,
+        decimal=config.csv_decimal,
+        thousands=config.csv_thousands,
+        na_values=tuple(config.na_values),
+    )
+    inspect = partial(inspect_file, storage_options=options, csv=csv)
     files = mapper(inspect, [file_id for file_id, _ in found], [url for _, url in found])
     check_same_columns(files)
     reference = files[0]
@@ -61,8 +68,19 @@ def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourceP
         for name in (*features, config.target):
             if name not in data_file.numeric_columns:
                 role = "target" if name == config.target else "feature"
-                raise DataError(f"{data_file.file_id}: {role} column '{name}' is not numeric")
-    plan = SourcePlan(config.source, tuple(files), tuple(features), config.target, options)
+                why = data_file.excluded.get(name)
+                raise DataError(
+                    f"{data_file.file_id}: {role} column '{name}' is not numeric"
+                    + (f": {why}" if why else "")
+                )
+    excluded = {}
+    if config.features is None:
+        excluded = {
+            name: reason for name, reason in reference.excluded.items() if name != config.target
+        }
+    plan = SourcePlan(
+        config.source, tuple(files), tuple(features), config.target, options, excluded
+    )
     if plan.n_rows == 0:
         raise DataError(f"{config.source}: no data rows (every file is empty or header only)")
     return plan
