@@ -339,7 +339,7 @@ def _inspect_csv(
             if _parses_as_numbers(column, csv):
                 kind = pa.float64()
             else:
-                samples[inferred.name] = next((v for v in column.to_pylist() if v), None)
+                samples[inferred.name] = _first_non_number(column, csv)
         fields.append(pa.field(inferred.name, kind))
     with _open(url, storage_options) as handle:
         names = schema.names[:1]
@@ -379,6 +379,18 @@ def _normalised_numbers(column: pa.Array, csv: CsvFormat) -> pa.Array:
     if csv.decimal != ".":
         column = pc.replace_substring(column, csv.decimal, ".")
     return pc.utf8_trim_whitespace(column)
+
+
+def _first_non_number(column: pa.Array, csv: CsvFormat) -> str | None:
+    """The first value of a text column that is not a number: the one to show a user."""
+    texts = _normalised_numbers(column, csv).to_pylist()
+    for raw, text in zip(column.to_pylist(), texts, strict=True):
+        if text:
+            try:
+                float(text)
+            except ValueError:
+                return raw
+    return None
 
 
 def _parses_as_numbers(column: pa.Array, csv: CsvFormat) -> bool:

@@ -108,8 +108,14 @@ def _choose_features(
             if name in reference.numeric_columns and name != target
         ]
         if not features:
+            why = "; ".join(
+                f"'{name}' is {reason}"
+                for name, reason in reference.excluded.items()
+                if name != target
+            )
             raise DataError(
                 f"{reference.file_id}: no numeric feature columns besides target '{target}'"
+                + (f" ({why}; --na-values marks placeholder tokens as missing)" if why else "")
             )
         return features
     if not requested:

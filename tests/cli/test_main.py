@@ -331,3 +331,18 @@ def _foreign_state_block(name: str) -> str:
             )
         )
     return name
+
+
+def test_validate_reads_a_spreadsheet_export_as_its_options_say(tmp_path):
+    source = tmp_path / "export.csv"
+    source.write_text("Preis;Fläche m²;Zimmer;y\n1.234,5;10,25;-;1\n2.000,0;3,5;2;2\n")
+    result = run_cli(
+        "--mode", "validate", "--data", str(source), "--target", "y",
+        "--csv-decimal", ",", "--csv-thousands", ".", "--na-values", "-",
+        "--feature", "Preis", "--feature", "Fläche m²", "--feature", "Zimmer",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "features Preis, Fläche m², Zimmer; target y" in result.stdout
+    plain = run_cli("--mode", "validate", "--data", str(source), "--target", "y")
+    assert plain.returncode == 2
+    assert "'Preis' is text (e.g. '1.234,5')" in plain.stderr
