@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated feature columns (default: every numeric column but the target)",
     )
     parser.add_argument(
+        "--weight",
+        metavar="COL",
+        help="column of sample weights (finite, >= 0): weighted least squares for ols, "
+        "sample_weight for sgd; never a feature",
+    )
+    parser.add_argument(
         "--feature",
         action="append",
         default=[],
@@ -249,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             source=source,
             target=args.target,
             features=_features(args),
+            weight=args.weight,
             csv_delimiter=_delimiter(args.csv_delimiter),
             csv_decimal=args.csv_decimal,
             csv_thousands=args.csv_thousands,

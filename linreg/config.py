@@ -29,6 +29,9 @@ class DataConfig(BaseModel):
     features: list[str] | None = Field(
         None, description="Feature columns; default: every numeric column but the target."
     )
+    weight: str | None = Field(
+        None, description="Column of sample weights (finite, >= 0): weighted least squares."
+    )
     batch_rows: int = Field(100_000, ge=1, description="Rows per training batch.")
     test_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="Share of rows held out for evaluation."

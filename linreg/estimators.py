@@ -80,16 +80,18 @@ class IncrementalLinearRegression(RegressorMixin, BaseEstimator):
         ):
             self.__dict__.pop(name, None)
 
-    def fit(self, X, y) -> IncrementalLinearRegression:
+    def fit(self, X, y, sample_weight=None) -> IncrementalLinearRegression:
         """Fit on ``X`` (n_samples, n_features) and ``y`` (n_samples,) from scratch."""
         self._reset()
-        return self.partial_fit(X, y)
+        return self.partial_fit(X, y, sample_weight)
 
-    def partial_fit(self, X, y) -> IncrementalLinearRegression:
+    def partial_fit(self, X, y, sample_weight=None) -> IncrementalLinearRegression:
         """Add the rows of ``X``, ``y`` to what has been seen and re-solve."""
         first_call = not hasattr(self, "stats_")
         X, y = validate_data(self, X, y, reset=first_call, dtype=np.float64, y_numeric=True)
-        return self.merge_stats(LeastSquaresStats.from_arrays(X, y))
+        if sample_weight is not None:
+            sample_weight = _checked_weights(sample_weight, len(X))
+        return self.merge_stats(LeastSquaresStats.from_arrays(X, y, sample_weight))
 
     def merge_stats(
         self, stats: LeastSquaresStats, feature_names: Sequence[str] | None = None
@@ -211,12 +213,12 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         ):
             self.__dict__.pop(name, None)
 
-    def fit(self, X, y) -> StandardizedSGDRegressor:
+    def fit(self, X, y, sample_weight=None) -> StandardizedSGDRegressor:
         """One SGD epoch over ``X`` (n_samples, n_features), ``y`` (n_samples,), from scratch."""
         self._reset()
-        return self.partial_fit(X, y)
+        return self.partial_fit(X, y, sample_weight)
 
-    def partial_fit(self, X, y) -> StandardizedSGDRegressor:
+    def partial_fit(self, X, y, sample_weight=None) -> StandardizedSGDRegressor:
         """Update the running statistics, then take SGD steps over this batch."""
         first_call = not hasattr(self, "sgd_")
         X, y = validate_data(self, X, y, reset=first_call, dtype=np.float64, y_numeric=True)
@@ -229,13 +231,19 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         if len(X) == 0:
             return self
         targets = y.reshape(-1, 1)
-        self.x_scaler_.partial_fit(X)
-        self.y_scaler_.partial_fit(targets)
+        if sample_weight is not None:
+            sample_weight = _checked_weights(sample_weight, len(X))
+        self.x_scaler_.partial_fit(X, sample_weight=sample_weight)
+        self.y_scaler_.partial_fit(targets, sample_weight=sample_weight)
         sgd = self.sgd_ if self.sgd_ is not None else self._new_sgd()
         sgd.set_params(
             alpha=self.alpha, learning_rate=self.learning_rate, eta0=self.eta0, power_t=self.power_t
         )
-        sgd.partial_fit(self.x_scaler_.transform(X), self.y_scaler_.transform(targets).ravel())
+        sgd.partial_fit(
+            self.x_scaler_.transform(X),
+            self.y_scaler_.transform(targets).ravel(),
+            sample_weight=sample_weight,
+        )
         self.sgd_ = sgd
         self.n_samples_seen_ += len(X)
         self._update_raw_coefficients()
@@ -307,6 +315,19 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         _set_feature_names(model, state.get("feature_names"))
         model._update_raw_coefficients()
         return model
+
+
+def _checked_weights(sample_weight, n_samples: int) -> np.ndarray:
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.ndim == 0:
+        weights = np.full(n_samples, float(weights))
+    if weights.shape != (n_samples,):
+        raise ValueError(f"sample_weight.shape == {weights.shape}, expected ({n_samples},)")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError("sample_weight must be finite and non-negative")
+    if n_samples and not np.any(weights):
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    return weights
 
 
 def _names_state(estimator: BaseEstimator) -> dict[str, Any]:

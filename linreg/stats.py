@@ -49,9 +49,14 @@ class LeastSquaresStats:
 
     @classmethod
     def from_arrays(
-        cls, x: np.ndarray, y: np.ndarray, block_rows: int = 65_536
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        block_rows: int = 65_536,
     ) -> LeastSquaresStats:
-        """Statistics of the rows of ``x`` (n_samples, n_features) and ``y`` (n_samples,).
+        """Statistics of the rows of ``x`` (n_samples, n_features) and ``y`` (n_samples,),
+        each row scaled by √w when ``sample_weight`` is given (weighted least squares).
 
         The rows are taken ``block_rows`` at a time, each block centred on its own mean and
         factored in place (:meth:`from_matrix`), and the blocks merged as a pairwise tree
@@ -68,6 +73,8 @@ class LeastSquaresStats:
             matrix[:, 0] = 1.0
             np.subtract(x_block, x_shift, out=matrix[:, 1 : p + 1])
             np.subtract(y_block, y_shift, out=matrix[:, p + 1])
+            if sample_weight is not None:
+                matrix *= np.sqrt(sample_weight[start : start + block_rows])[:, None]
             blocks.append(cls.from_matrix(matrix, len(x_block), x_shift, y_shift))
         return cls.merge_all(blocks)
 
@@ -158,6 +165,11 @@ class LeastSquaresStats:
         m[1 : p + 1, :p] = np.eye(p)
         m[p + 1, p] = 1.0
         return _square_r(np.linalg.qr(self.r @ m, mode="r"), p + 1)
+
+    @property
+    def weight_sum(self) -> float:
+        """Σw over the rows (their count when unweighted): ``R[0, 0]²``."""
+        return float(self.r[0, 0] ** 2)
 
     def total_sum_of_squares(self) -> float:
         """Sum of squared deviations of the target from its mean."""

@@ -157,10 +157,15 @@ def load_or_start(
             " (reset)" if stored is not None else "",
         )
         fresh = TrainingState.fresh(
-            plan.source, features, plan.target, hyperparams.model, version=stored_version or 0
+            plan.source,
+            features,
+            plan.target,
+            hyperparams.model,
+            version=stored_version or 0,
+            weight=plan.weight,
         )
         return LoadedState(fresh, stored_version)
-    expected = fingerprint(plan.source, features, plan.target, hyperparams.model)
+    expected = fingerprint(plan.source, features, plan.target, hyperparams.model, plan.weight)
     stored.check_compatible(expected, store.name)
     log.info(
         "resuming state '%s' at version %d (%d rows trained)",
@@ -181,7 +186,7 @@ def train_batches(
     log: logging.Logger | logging.LoggerAdapter = _log,
 ) -> TrainedRound:
     """Summarise and fold ``batches`` with the model's strategy, finish, and evaluate."""
-    strategy = strategy_for(spec.hyperparams.model)
+    strategy = strategy_for(spec.hyperparams.model, plan.weight)
     summaries: list[BatchSummary] = []
 
     def on_summary(index: int, summary: BatchSummary) -> None:
@@ -267,6 +272,7 @@ def model_metadata(
         "model": hyperparams.model,
         "features": list(plan.features),
         "target": plan.target,
+        "weight": plan.weight,
         "coef": [float(value) for value in trained.estimator.coef_],
         "intercept": float(trained.estimator.intercept_),
         "fit_intercept": hyperparams.fit_intercept,

@@ -22,6 +22,7 @@ class SourcePlan:
     # Also used to publish to an object store; not shown: it may hold credentials.
     storage_options: StorageOptions = field(default_factory=dict, compare=False, repr=False)
     excluded_columns: dict[str, str] = field(default_factory=dict, compare=False)
+    weight: str | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -63,11 +64,23 @@ def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourceP
             f"{reference.file_id}: target column '{config.target}' not found "
             f"(columns: {', '.join(reference.columns)})"
         )
-    features = _choose_features(reference, config.features, config.target)
+    roles = {config.target: "target"}
+    if config.weight is not None:
+        if config.weight == config.target:
+            raise DataError(f"--weight: the target column '{config.target}' cannot be the weight")
+        if config.weight not in reference.columns:
+            raise DataError(
+                f"{reference.file_id}: weight column '{config.weight}' not found "
+                f"(columns: {', '.join(reference.columns)})"
+            )
+        if config.features and config.weight in config.features:
+            raise DataError(f"--weight: column '{config.weight}' cannot also be a feature")
+        roles[config.weight] = "weight"
+    features = _choose_features(reference, config.features, config.target, config.weight)
     for data_file in files:
-        for name in (*features, config.target):
+        for name in (*features, *roles):
             if name not in data_file.numeric_columns:
-                role = "target" if name == config.target else "feature"
+                role = roles.get(name, "feature")
                 why = data_file.excluded.get(name)
                 raise DataError(
                     f"{data_file.file_id}: {role} column '{name}' is not numeric"
@@ -79,7 +92,13 @@ def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourceP
             name: reason for name, reason in reference.excluded.items() if name != config.target
         }
     plan = SourcePlan(
-        config.source, tuple(files), tuple(features), config.target, options, excluded
+        config.source,
+        tuple(files),
+        tuple(features),
+        config.target,
+        options,
+        excluded,
+        config.weight,
     )
     if plan.n_rows == 0:
         raise DataError(f"{config.source}: no data rows (every file is empty or header only)")
@@ -99,13 +118,13 @@ def check_same_columns(files: Sequence[DataFile]) -> None:
 
 
 def _choose_features(
-    reference: DataFile, requested: Sequence[str] | None, target: str
+    reference: DataFile, requested: Sequence[str] | None, target: str, weight: str | None = None
 ) -> list[str]:
     if requested is None:
         features = [
             name
             for name in reference.columns
-            if name in reference.numeric_columns and name != target
+            if name in reference.numeric_columns and name not in (target, weight)
         ]
         if not features:
             why = "; ".join(
