@@ -11,6 +11,7 @@ exit 2, the saved state and the published model left as they were.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -129,6 +130,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cron", default="*/10 * * * *", help="--mode serve: cron schedule (UTC) of train-step"
     )
     parser.add_argument(
+        "--quiet", action="store_true", help="print errors only: no run logs, no progress bar"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the run's summary (version, rows, metrics, paths) as one JSON object on "
+        "stdout, nothing else (errors still go to stderr)",
+    )
+    parser.add_argument(
         "--dask-address",
         default=os.environ.get("LINREG_DASK_ADDRESS") or None,
         help="scheduler of an existing Dask cluster (default: $LINREG_DASK_ADDRESS, else a "
@@ -237,49 +247,60 @@ def check_out_dir(out_dir: str) -> None:
         raise ValueError(f"--out {out_dir}: not writable ({error.strerror})") from None
 
 
+def run_inputs(args: argparse.Namespace) -> tuple:
+    """The run's data, hyper-parameters, state block and output directory, from the
+    options; a ValueError or StateError names the first bad one."""
+    from linreg.config import DataConfig, HyperParams, Settings, parse_storage_options
+    from linreg.state import check_state_name
+    from linreg.synthetic import write_dataset
+
+    settings = Settings.from_env()
+    check_options(args)
+    source = args.data or _sample_data(settings.sample_dir, write_dataset)
+    data = DataConfig(
+        source=source,
+        target=args.target,
+        features=_features(args),
+        weight=args.weight,
+        csv_delimiter=_delimiter(args.csv_delimiter),
+        csv_decimal=args.csv_decimal,
+        csv_thousands=args.csv_thousands,
+        na_values=[token for token in (args.na_values or "").split(",") if token],
+        batch_rows=args.batch_rows,
+        test_fraction=args.test_fraction,
+        storage_options=parse_storage_options(args.storage_option),
+    )
+    hyperparams = HyperParams(
+        model=args.model, alpha=args.alpha, fit_intercept=not args.no_intercept
+    )
+    state_block = check_state_name(args.state_block or settings.state_block)
+    out_dir = args.out or settings.out_dir
+    if args.mode != "validate" and "://" not in out_dir:
+        check_out_dir(out_dir)
+    return data, hyperparams, state_block, out_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.mode in ("server-start", "server-stop"):
         return _local_server(args.mode)
 
-    from linreg.config import DataConfig, HyperParams, Settings, parse_storage_options
     from linreg.errors import DataError, ModelFileError, StateError
-    from linreg.state import check_state_name
-    from linreg.synthetic import write_dataset
 
-    settings = Settings.from_env()
     try:
-        check_options(args)
-        source = args.data or _sample_data(settings.sample_dir, write_dataset)
-        data = DataConfig(
-            source=source,
-            target=args.target,
-            features=_features(args),
-            weight=args.weight,
-            csv_delimiter=_delimiter(args.csv_delimiter),
-            csv_decimal=args.csv_decimal,
-            csv_thousands=args.csv_thousands,
-            na_values=[token for token in (args.na_values or "").split(",") if token],
-            batch_rows=args.batch_rows,
-            test_fraction=args.test_fraction,
-            storage_options=parse_storage_options(args.storage_option),
-        )
-        hyperparams = HyperParams(
-            model=args.model, alpha=args.alpha, fit_intercept=not args.no_intercept
-        )
-        state_block = check_state_name(args.state_block or settings.state_block)
-        out_dir = args.out or settings.out_dir
-        if args.mode != "validate" and "://" not in out_dir:
-            check_out_dir(out_dir)
+        data, hyperparams, state_block, out_dir = run_inputs(args)
     except (ValueError, StateError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     # Everything checkable without Prefect or Dask is checked first: bad input fails in the
     # time of --mode validate, not after a server and a cluster have started.
-    status = _validate(data)
+    quiet = args.quiet or args.json
+    status = _validate(data, quiet=quiet and args.mode != "validate")
     if status or args.mode == "validate":
         return status
-    print(configure_environment())
+    server_line = configure_environment()
+    if not quiet:
+        print(server_line)
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
@@ -287,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.runtime import RuntimeConfig
 
     route_console_logs_to_stdout()
+    # On a terminal, a progress bar instead of a log line per batch (the logs still reach
+    # the Prefect UI); --quiet/--json: no console logs at all.
+    bar = not quiet and sys.stdout.isatty() and args.mode != "serve"
+    if quiet or bar:
+        quiet_console_logs()
     common = {
         "data": data,
         "hyperparams": hyperparams,
@@ -305,7 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         # Nothing watches a CLI run's heartbeats (no worker; a killed call ends with the
         # process), and at exit Prefect joins the heartbeat thread, which sleeps in 1-s steps:
         # ~0.5 s per call. Deployment runs keep Prefect's default for zombie detection.
-        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with (
+            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+            _progress(bar),
+        ):
             if args.mode == "all":
                 result = train_all(**common, n_iter=args.n_iter, delay=args.delay)
             else:
@@ -318,11 +347,53 @@ def main(argv: list[str] | None = None) -> int:
             f"error: training failed: {type(error).__name__}: {_one_line(error)}", file=sys.stderr
         )
         return EXIT_FAILED
-    _print_result(result, out_dir)
+    if args.json:
+        print(json.dumps(_summary(result, out_dir, state_block)))
+    elif not quiet:
+        _print_result(result, out_dir)
     return 0
 
 
-def _validate(data) -> int:
+def _progress(enabled: bool):
+    from contextlib import ExitStack
+
+    from cli.progress import RoundProgress
+    from linreg.training import batch_listener
+
+    stack = ExitStack()
+    if enabled:
+        progress = stack.enter_context(RoundProgress())
+        stack.enter_context(batch_listener(progress))
+    return stack
+
+
+def _summary(result, out_dir: str, state_block: str) -> dict:
+    """What ``--json`` prints: what a script needs to know of the run."""
+    out = out_dir.rstrip("/") if "://" in out_dir else str(Path(out_dir).resolve())
+    return {
+        "trained": result.trained,
+        "version": result.version,
+        "batches": result.batches,
+        "rows_trained": result.rows_trained,
+        "metrics": result.metrics,
+        "sha256": result.sha256,
+        "model": f"{out}/model.pkl",
+        "metadata": f"{out}/model.json",
+        "state_block": state_block,
+        "prefect_api_url": os.environ.get("PREFECT_API_URL"),
+    }
+
+
+def quiet_console_logs() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for logger in (logging.getLogger(), logging.getLogger("prefect")):
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setLevel(logging.WARNING)
+
+
+def _validate(data, quiet: bool = False) -> int:
     from linreg.errors import DataError
     from linreg.validation import validate_source
 
@@ -331,6 +402,8 @@ def _validate(data) -> int:
     except DataError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if quiet:
+        return 0
     print(
         f"{data.source}: {len(plan.files)} file(s), {plan.n_rows:,} rows; features "
         f"{', '.join(plan.features)}; target {plan.target}"

@@ -12,8 +12,9 @@ calls and nothing else, so a flow, the CLI and a unit test all run this same fun
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,6 +87,20 @@ class Publisher(Protocol):
 
 Lock = Callable[[str], AbstractContextManager[Any]]
 OnBatch = Callable[[int, int, BatchSummary], None]
+
+# Who else hears of each folded batch in this context (the CLI's progress bar), whatever
+# flow or task runs the round: a flow parameter cannot carry a callback.
+_batch_listeners: ContextVar[tuple[OnBatch, ...]] = ContextVar("batch_listeners", default=())
+
+
+@contextmanager
+def batch_listener(callback: OnBatch) -> Iterator[None]:
+    """Call ``callback(index, count, summary)`` for every batch folded in this context."""
+    token = _batch_listeners.set((*_batch_listeners.get(), callback))
+    try:
+        yield
+    finally:
+        _batch_listeners.reset(token)
 
 
 def no_lock(name: str) -> AbstractContextManager[None]:  # noqa: ARG001 - a Lock
@@ -204,8 +219,9 @@ def train_batches(
             report.rows_test,
             "; ".join(report.segments),
         )
-        if on_batch is not None:
-            on_batch(index, len(batches), summary)
+        for listener in (on_batch, *_batch_listeners.get()):
+            if listener is not None:
+                listener(index, len(batches), summary)
 
     accumulator = strategy.start(state.estimator, spec.hyperparams)
     accumulator = executor.map_batches(
