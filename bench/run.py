@@ -333,6 +333,25 @@ def prefect_overhead(bench: Bench) -> None:
     )
 
 
+def cli_step(bench: Bench) -> None:
+    spec = bench.config["data"]
+    rows = spec["overhead_rows"]
+    data = datasets.ensure_small(bench.root, spec, 6 * rows)
+    bench.log(
+        "CLI step: python main.py --mode single (local / temporary server) vs the seed's step"
+    )
+    command = [sys.executable, "-m", "bench.cli_step", "--data", str(data)]
+    command += ["--batch-rows", str(rows), "--runs", "3"]
+    run = run_measured(
+        command, bench.env, str(PROJECT), bench.config["training"]["timeout_seconds"]
+    )
+    if run.returncode != 0 or run.result is None:
+        bench.record("cli-step", error=run.stderr[-2000:])
+        bench.log("CLI step: FAILED")
+        return
+    bench.record("cli-step", **run.result)
+
+
 def learning_curve(bench: Bench) -> None:
     spec = bench.profile["learning_curve"]
     data_dir = datasets.ensure_size(bench.root, bench.config["data"], spec["rows"])
@@ -367,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument(
         "--only",
-        help="comma-separated parts to run: training,scale-out,overhead,learning-curve",
+        help="comma-separated parts to run: training,scale-out,overhead,cli,learning-curve",
     )
     parser.add_argument(
         "--report-from", type=Path, help="only re-render the report and charts of a .jsonl file"
@@ -408,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         scale_out(bench)
     if "overhead" in parts:
         prefect_overhead(bench)
+    if "cli" in parts:
+        cli_step(bench)
     if "learning-curve" in parts:
         learning_curve(bench)
     elapsed = time.monotonic() - bench.started
