@@ -158,10 +158,12 @@ def render_report(
         "",
         "Every figure is the median of the runs shown, each in a fresh process. **rows/s** = "
         "rows in the data set / **time**, the work a user waits for after the imports: for the "
-        "project the whole `main.py` call (embedded Prefect server start, Dask cluster start, "
-        "flow, publishing); for the Dask baselines their cluster start and close included. "
-        "**wall** is the whole process, imports included. **peak RSS, tree**: the largest sum "
-        "of RSS over the process and all its descendants (Dask workers, the Prefect server), "
+        "project the whole `main.py` call against the local Prefect server that `make run` "
+        "leaves running (started once before the runs; the CLI section times calls with none), "
+        "Dask cluster start when the round needs one, flow, publishing; for the Dask baselines "
+        "their cluster start and close included. **wall** is the whole process, imports "
+        "included. **peak RSS, tree**: the largest sum of RSS over the process and all its "
+        "descendants (Dask workers; not the long-lived Prefect server), "
         "sampled with psutil every 50 ms; **largest process**: `ru_maxrss` of `os.wait4`, the "
         "peak of the largest single process (kernel-exact). **coef error** = max_j "
         "|β̂_j − β_j|·σ_j (true β, feature scale σ, so in target units); **R²** on the holdout.",
