@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from linreg.batches import BatchSpec, advance_cursor, plan_batches
+from linreg.categorical import categories
 from linreg.config import HyperParams
 from linreg.errors import DataError
 from linreg.evaluation import regression_metrics
@@ -112,6 +113,8 @@ def run_round(
     """
     with lock(store.name):
         loaded = load_or_start(store, plan, spec.hyperparams, spec.reset, log)
+        # A resumed model keeps the levels it was first trained with, whatever the data has now.
+        plan = plan.with_levels(loaded.state.categories)
         batches = plan_batches(plan.files, loaded.state.cursor, spec.batch_rows, spec.max_batches)
         if not batches:
             log.info("no new rows after the cursor: every batch of %s is trained", plan.source)
@@ -163,9 +166,18 @@ def load_or_start(
             hyperparams.model,
             version=stored_version or 0,
             weight=plan.weight,
+            categories=categories(plan.inputs),
+            inputs=list(plan.input_names),
         )
         return LoadedState(fresh, stored_version)
-    expected = fingerprint(plan.source, features, plan.target, hyperparams.model, plan.weight)
+    expected = fingerprint(
+        plan.source,
+        list(plan.input_names),
+        plan.target,
+        hyperparams.model,
+        plan.weight,
+        list(plan.categorical),
+    )
     stored.check_compatible(expected, store.name)
     log.info(
         "resuming state '%s' at version %d (%d rows trained)",
@@ -186,7 +198,7 @@ def train_batches(
     log: logging.Logger | logging.LoggerAdapter = _log,
 ) -> TrainedRound:
     """Summarise and fold ``batches`` with the model's strategy, finish, and evaluate."""
-    strategy = strategy_for(spec.hyperparams.model, plan.weight)
+    strategy = strategy_for(spec.hyperparams.model, plan.weight, plan.inputs)
     summaries: list[BatchSummary] = []
 
     def on_summary(index: int, summary: BatchSummary) -> None:
@@ -204,6 +216,13 @@ def train_batches(
             report.rows_test,
             "; ".join(report.segments),
         )
+        if report.unknown_levels:
+            log.warning(
+                "batch %d/%d: levels not seen when the model started, encoded as all zeros: %s",
+                index + 1,
+                len(batches),
+                ", ".join(f"'{name}' {n} rows" for name, n in report.unknown_levels.items()),
+            )
         if on_batch is not None:
             on_batch(index, len(batches), summary)
 
@@ -273,6 +292,8 @@ def model_metadata(
         "features": list(plan.features),
         "target": plan.target,
         "weight": plan.weight,
+        "inputs": [column.to_dict() for column in plan.inputs]
+        or [{"name": name, "kind": "numeric"} for name in plan.features],
         "coef": [float(value) for value in trained.estimator.coef_],
         "intercept": float(trained.estimator.intercept_),
         "fit_intercept": hyperparams.fit_intercept,
@@ -291,6 +312,7 @@ def model_metadata(
             "excluded_columns": dict(plan.excluded_columns),
             "quality": {
                 "rows_dropped_by_column": dict(trained.report.dropped_by_column),
+                "rows_with_unknown_level": dict(trained.report.unknown_levels),
             },
         },
     }
