@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
             target=args.target,
             features=_features(args),
             weight=args.weight,
-            categorical=[name.strip() for name in (args.categorical or "").split(",") if name.strip()],
+            categorical=[
+                name.strip() for name in (args.categorical or "").split(",") if name.strip()
+            ],
             csv_delimiter=_delimiter(args.csv_delimiter),
             csv_decimal=args.csv_decimal,
             csv_thousands=args.csv_thousands,

@@ -59,6 +59,4 @@ def with_levels(
 
 def categories(inputs: Sequence[InputColumn]) -> dict[str, list[str]]:
     """The levels of each categorical input, as the training state stores them."""
-    return {
-        column.name: list(column.levels) for column in inputs if column.kind == "categorical"
-    }
+    return {column.name: list(column.levels) for column in inputs if column.kind == "categorical"}

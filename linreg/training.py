@@ -198,6 +198,7 @@ def train_batches(
     log: logging.Logger | logging.LoggerAdapter = _log,
 ) -> TrainedRound:
     """Summarise and fold ``batches`` with the model's strategy, finish, and evaluate."""
+    plan = plan.with_levels(state.categories)
     strategy = strategy_for(spec.hyperparams.model, plan.weight, plan.inputs)
     summaries: list[BatchSummary] = []
 
@@ -286,6 +287,7 @@ def model_metadata(
 ) -> dict[str, Any]:
     """The fields of ``model.json`` other than the checksum and timestamp."""
     state = trained.state
+    plan = plan.with_levels(state.categories)
     return {
         "version": state.version,
         "model": hyperparams.model,

@@ -127,9 +127,8 @@ def test_levels_stay_those_of_the_first_step_and_an_unseen_level_is_zeros(tmp_pa
     # are encoded as all zeros (the reference), counted in the log and model.json.
     later = _frame(600, seed=2, colours=("teal", "red"))
     later.to_csv(source / "b.csv", index=False)
-    assert "colour=teal" in validate_source(
-        DataConfig(source=str(source), target="y", categorical=["colour", "size"])
-    ).features
+    scanned = DataConfig(source=str(source), target="y", categorical=["colour", "size"])
+    assert "colour=teal" in validate_source(scanned).features
     result, step3, _ = _train(source, tmp_path / "o3", store)
     assert store.load().categories == levels
     assert step3["features"] == FEATURES
