@@ -15,7 +15,7 @@ import numpy as np
 from linreg.batches import BatchSpec
 from linreg.categorical import MISSING, UNKNOWN, InputColumn
 from linreg.errors import DataError
-from linreg.sources import category_codes, column_values, iter_tables
+from linreg.sources import category_codes, category_text, column_values, iter_tables
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -37,6 +37,38 @@ def holdout_mask(file_id: str, rows: np.ndarray, test_fraction: float) -> np.nda
     hashed = _splitmix64(rows.astype(np.uint64) ^ file_key)
     uniform = (hashed >> np.uint64(11)).astype(np.float64) * 2.0**-53
     return uniform < test_fraction
+
+
+def training_levels(
+    batches: Sequence[BatchSpec], names: Sequence[str], test_fraction: float
+) -> dict[str, list[str]]:
+    """The sorted levels of each categorical column ``names`` among the training rows of
+    ``batches`` (held-out rows left out, by the same split): the levels a model starts with.
+
+    Only levels with training rows get a column, so none is a constant zero column (which
+    ols would refuse as singular); a level seen first in held-out or later rows is unknown.
+    Raises :class:`DataError` if a column has no value in those rows.
+    """
+    found: dict[str, set[str]] = {name: set() for name in names}
+    for batch in batches:
+        for segment in batch.segments:
+            data_file = segment.data_file
+            rows = np.arange(segment.start, segment.stop, dtype=np.int64)
+            train = ~holdout_mask(data_file.file_id, rows, test_fraction)
+            offset = 0
+            for table in iter_tables(data_file, list(names), segment.start, segment.stop):
+                kept = train[offset : offset + table.num_rows]
+                offset += table.num_rows
+                for name in names:
+                    text = category_text(table.column(name)).filter(kept)
+                    found[name].update(text.drop_null().unique().to_pylist())
+    for name, levels in found.items():
+        if not levels:
+            where = "; ".join(batch.describe() for batch in batches)
+            raise DataError(
+                f"categorical column '{name}' has no value in the training rows of {where}"
+            )
+    return {name: sorted(levels) for name, levels in found.items()}
 
 
 @dataclass

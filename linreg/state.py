@@ -78,14 +78,15 @@ class TrainingState(BaseModel):
         weight: str | None = None,
         categories: dict[str, list[str]] | None = None,
         inputs: list[str] | None = None,
+        categorical: list[str] | None = None,
     ) -> TrainingState:
         """``features`` are the design's; ``inputs`` the raw columns when some are
-        categorical (``categories``: their levels)."""
+        ``categorical`` (``categories``: their levels, if already fixed)."""
         categories = dict(categories or {})
         return cls(
             version=version,
             fingerprint=fingerprint(
-                source, inputs or features, target, model, weight, list(categories)
+                source, inputs or features, target, model, weight, categorical or list(categories)
             ),
             source=source,
             features=features,

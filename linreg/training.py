@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from linreg.batches import BatchSpec, advance_cursor, plan_batches
-from linreg.categorical import categories
 from linreg.config import HyperParams
 from linreg.errors import DataError
 from linreg.evaluation import regression_metrics
 from linreg.executors import Executor
 from linreg.model_files import publish_model
-from linreg.preprocess import BatchReport
+from linreg.preprocess import BatchReport, training_levels
 from linreg.state import StateStore, TrainingState, fingerprint
 from linreg.stats import LeastSquaresStats
 from linreg.strategies import BatchSummary, Estimator, strategy_for
@@ -113,13 +112,22 @@ def run_round(
     """
     with lock(store.name):
         loaded = load_or_start(store, plan, spec.hyperparams, spec.reset, log)
-        # A resumed model keeps the levels it was first trained with, whatever the data has now.
-        plan = plan.with_levels(loaded.state.categories)
         batches = plan_batches(plan.files, loaded.state.cursor, spec.batch_rows, spec.max_batches)
         if not batches:
             log.info("no new rows after the cursor: every batch of %s is trained", plan.source)
             state = loaded.state
             return RoundResult(False, state.version, 0, state.rows_trained)
+        if plan.categorical and not loaded.state.categories:
+            # The first step fixes the levels (those of its training rows); later steps and
+            # runs reuse them from the state, whatever the data holds by then.
+            levels = training_levels(batches, plan.categorical, spec.test_fraction)
+            log.info(
+                "categorical levels (the first is the reference): %s",
+                "; ".join(f"{name}: {', '.join(found)}" for name, found in levels.items()),
+            )
+            state = loaded.state.model_copy(update={"categories": levels})
+            loaded = LoadedState(state, loaded.stored_version)
+        plan = plan.with_levels(loaded.state.categories)
         log.info(
             "%d batch(es) of up to %d rows, %d rows in all",
             len(batches),
@@ -166,8 +174,8 @@ def load_or_start(
             hyperparams.model,
             version=stored_version or 0,
             weight=plan.weight,
-            categories=categories(plan.inputs),
             inputs=list(plan.input_names),
+            categorical=list(plan.categorical),
         )
         return LoadedState(fresh, stored_version)
     expected = fingerprint(

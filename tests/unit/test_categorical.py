@@ -13,6 +13,7 @@ import pytest
 from linreg.config import DataConfig, HyperParams
 from linreg.errors import DataError
 from linreg.executors import SerialExecutor
+from linreg.preprocess import holdout_mask
 from linreg.state import InMemoryStateStore, TrainingState, fingerprint
 from linreg.training import FilePublisher, RoundSpec, run_round
 from linreg.validation import validate_source
@@ -175,3 +176,52 @@ def test_fingerprint_unchanged_without_categorical_columns():
     plain = fingerprint("data", ["a"], "y", "ols")
     assert fingerprint("data", ["a"], "y", "ols", None, []) == plain
     assert fingerprint("data", ["a"], "y", "ols", None, ["a"]) != plain
+
+
+def test_levels_are_those_of_the_first_steps_training_rows(tmp_path):
+    # 'teal' is in the source from the start, but only after the first step's rows: the
+    # first step's levels leave it out (a dummy without training rows would be a constant
+    # zero column, singular for ols), and the next step encodes it as all zeros.
+    rows = pd.concat(
+        [_frame(1_400, seed=4), _frame(300, seed=6, colours=("teal",))], ignore_index=True
+    )
+    rows.to_csv(tmp_path / "a.csv", index=False)
+    store = InMemoryStateStore()
+    _, step1, _ = _train(tmp_path / "a.csv", tmp_path / "o1", store, max_batches=2)
+    assert step1["features"] == FEATURES
+    result, step2, _ = _train(tmp_path / "a.csv", tmp_path / "o2", store)
+    assert store.load().categories["colour"] == ["blue", "green", "red"]
+    assert result.report.unknown_levels == {"colour": 300}
+    expected = np.linalg.lstsq(_dummies(rows), rows["y"].to_numpy(), rcond=None)[0]
+    np.testing.assert_allclose(step2["coef"], expected[1:], rtol=0, atol=1e-9)
+
+
+def test_a_level_only_in_held_out_rows_gets_no_column(tmp_path):
+    # The first step (one batch) reads violet, but only in held-out rows: no column for it.
+    frame = _frame(2_000)
+    data = DataConfig(source=str(tmp_path / "a.parquet"), target="y", categorical=["colour"])
+    frame.to_parquet(tmp_path / "a.parquet")
+    plan = validate_source(data)
+    held_out = holdout_mask(plan.files[0].file_id, np.arange(len(frame)), 0.2)
+    frame.loc[np.flatnonzero(held_out)[:5], "colour"] = "violet"
+    frame.to_parquet(tmp_path / "a.parquet")
+    store = InMemoryStateStore()
+    result = run_round(
+        validate_source(data),
+        RoundSpec(HyperParams(model="ols"), 5_000, 0.2),
+        executor=SerialExecutor(),
+        store=store,
+        publisher=FilePublisher(str(tmp_path / "out")),
+    )
+    assert store.load().categories["colour"] == ["blue", "green", "red"]
+    assert result.report.unknown_levels == {"colour": 5}
+
+
+def test_a_parquet_dictionary_column_is_read_by_its_values(tmp_path):
+    frame = _frame(1_500)
+    encoded = frame.assign(colour=frame["colour"].astype("category"))
+    encoded.to_parquet(tmp_path / "a.parquet")
+    _, metadata, _ = _train(tmp_path / "a.parquet", tmp_path / "out")
+    assert metadata["features"] == FEATURES
+    expected = np.linalg.lstsq(_dummies(frame), frame["y"].to_numpy(), rcond=None)[0]
+    np.testing.assert_allclose(metadata["coef"], expected[1:], rtol=0, atol=1e-9)
