@@ -73,6 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "sample_weight for sgd; never a feature",
     )
     parser.add_argument(
+        "--categorical",
+        metavar="COL[,COL...]",
+        help="comma-separated columns one-hot encoded as features named column=level "
+        "(treatment coding: the first level in sorted order is the reference)",
+    )
+    parser.add_argument(
         "--feature",
         action="append",
         default=[],
@@ -262,6 +268,7 @@ def run_inputs(args: argparse.Namespace) -> tuple:
         target=args.target,
         features=_features(args),
         weight=args.weight,
+        categorical=[name.strip() for name in (args.categorical or "").split(",") if name.strip()],
         csv_delimiter=_delimiter(args.csv_delimiter),
         csv_decimal=args.csv_decimal,
         csv_thousands=args.csv_thousands,

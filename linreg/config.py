@@ -32,6 +32,11 @@ class DataConfig(BaseModel):
     weight: str | None = Field(
         None, description="Column of sample weights (finite, >= 0): weighted least squares."
     )
+    categorical: list[str] = Field(
+        default_factory=list,
+        description="Columns one-hot encoded (treatment coding: the first level in sorted "
+        "order is the reference); features whether or not `features` names them.",
+    )
     batch_rows: int = Field(100_000, ge=1, description="Rows per training batch.")
     test_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="Share of rows held out for evaluation."

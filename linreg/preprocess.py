@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from linreg.batches import BatchSpec
+from linreg.categorical import MISSING, UNKNOWN, InputColumn
 from linreg.errors import DataError
-from linreg.sources import column_values, iter_tables
+from linreg.sources import category_codes, category_text, column_values, iter_tables
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -38,6 +39,38 @@ def holdout_mask(file_id: str, rows: np.ndarray, test_fraction: float) -> np.nda
     return uniform < test_fraction
 
 
+def training_levels(
+    batches: Sequence[BatchSpec], names: Sequence[str], test_fraction: float
+) -> dict[str, list[str]]:
+    """The sorted levels of each categorical column ``names`` among the training rows of
+    ``batches`` (held-out rows left out, by the same split): the levels a model starts with.
+
+    Only levels with training rows get a column, so none is a constant zero column (which
+    ols would refuse as singular); a level seen first in held-out or later rows is unknown.
+    Raises :class:`DataError` if a column has no value in those rows.
+    """
+    found: dict[str, set[str]] = {name: set() for name in names}
+    for batch in batches:
+        for segment in batch.segments:
+            data_file = segment.data_file
+            rows = np.arange(segment.start, segment.stop, dtype=np.int64)
+            train = ~holdout_mask(data_file.file_id, rows, test_fraction)
+            offset = 0
+            for table in iter_tables(data_file, list(names), segment.start, segment.stop):
+                kept = train[offset : offset + table.num_rows]
+                offset += table.num_rows
+                for name in names:
+                    text = category_text(table.column(name)).filter(kept)
+                    found[name].update(text.drop_null().unique().to_pylist())
+    for name, levels in found.items():
+        if not levels:
+            where = "; ".join(batch.describe() for batch in batches)
+            raise DataError(
+                f"categorical column '{name}' has no value in the training rows of {where}"
+            )
+    return {name: sorted(levels) for name, levels in found.items()}
+
+
 @dataclass
 class BatchReport:
     """What preprocessing saw in a batch: the numbers users read in logs and artifacts."""
@@ -48,19 +81,26 @@ class BatchReport:
     rows_test: int = 0
     dropped_by_column: dict[str, int] = field(default_factory=dict)
     segments: list[str] = field(default_factory=list)
+    # Rows per categorical column whose level is not among the model's: all-zero dummies.
+    unknown_levels: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: BatchReport) -> BatchReport:
-        merged = dict(self.dropped_by_column)
-        for name, count in other.dropped_by_column.items():
-            merged[name] = merged.get(name, 0) + count
         return BatchReport(
             self.rows_read + other.rows_read,
             self.rows_dropped + other.rows_dropped,
             self.rows_train + other.rows_train,
             self.rows_test + other.rows_test,
-            merged,
+            _summed(self.dropped_by_column, other.dropped_by_column),
             self.segments + other.segments,
+            _summed(self.unknown_levels, other.unknown_levels),
         )
+
+
+def _summed(first: dict[str, int], second: dict[str, int]) -> dict[str, int]:
+    merged = dict(first)
+    for name, count in second.items():
+        merged[name] = merged.get(name, 0) + count
+    return merged
 
 
 @dataclass
@@ -125,9 +165,13 @@ class BatchReader:
         centre: bool = True,
         weight: str | None = None,
         scale_rows: bool = True,
+        inputs: Sequence[InputColumn] = (),
     ) -> None:
         self.batch = batch
         self.columns = list(columns)
+        # With categorical inputs, ``columns`` are the design's (dummies by name); the raw
+        # inputs and the target are read and each category becomes its 0/1 columns.
+        self.inputs = tuple(inputs)
         self.centre = centre
         self.weight = weight
         # ols: rows times √w, so the QR statistics are those of weighted least squares;
@@ -147,16 +191,29 @@ class BatchReader:
 
     def __iter__(self) -> Iterator[tuple[Design, Design]]:
         bad_counts = np.zeros(len(self.columns), dtype=np.int64)
+        missing: dict[str, int] = {}
+        unknown: dict[str, int] = {}
         rows_read = rows_train = rows_test = 0
+        raw = [column.name for column in self.inputs] + self.columns[-1:]
         for segment, mask in zip(self.batch.segments, self.masks, strict=True):
             offset = 0
-            read_columns = self.columns + ([self.weight] if self.weight else [])
+            read_columns = (raw if self.inputs else self.columns) + (
+                [self.weight] if self.weight else []
+            )
             data_file = segment.data_file
             for table in iter_tables(data_file, read_columns, segment.start, segment.stop):
                 is_test = mask[offset : offset + table.num_rows]
                 offset += table.num_rows
                 first_row = segment.start + offset - table.num_rows
-                values = [column_values(data_file, table, name, first_row) for name in self.columns]
+                drop = None
+                if self.inputs:
+                    values, drop = _encoded(
+                        data_file, table, self.inputs, self.columns[-1], first_row, missing, unknown
+                    )
+                else:
+                    values = [
+                        column_values(data_file, table, name, first_row) for name in self.columns
+                    ]
                 weights = None
                 if self.weight:
                     weights = column_values(data_file, table, self.weight, first_row)
@@ -164,8 +221,8 @@ class BatchReader:
                 shift = _shift(values) if self.centre else np.zeros(len(values))
                 scaled = self.scale_rows
                 train_rows = None if not is_test.any() else ~is_test
-                train = _design(values, train_rows, shift, bad_counts, weights, scaled)
-                test = _design(values, is_test, shift, bad_counts, weights, scaled)
+                train = _design(values, train_rows, shift, bad_counts, weights, scaled, drop)
+                test = _design(values, is_test, shift, bad_counts, weights, scaled, drop)
                 rows_train += train.n_valid
                 rows_test += test.n_valid
                 yield train, test
@@ -173,6 +230,7 @@ class BatchReader:
         dropped_by_column = {
             name: int(count) for name, count in zip(self.columns, bad_counts, strict=True) if count
         }
+        dropped_by_column.update(missing)
         n_complete = rows_train + rows_test
         if rows_read and n_complete == 0:
             worst = max(dropped_by_column, key=dropped_by_column.__getitem__)
@@ -187,7 +245,39 @@ class BatchReader:
             rows_test=rows_test,
             dropped_by_column=dropped_by_column,
             segments=[self.batch.describe()],
+            unknown_levels=unknown,
         )
+
+
+def _encoded(
+    data_file,
+    table,
+    inputs: Sequence[InputColumn],
+    target: str,
+    first_row: int,
+    missing: dict[str, int],
+    unknown: dict[str, int],
+) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """A chunk's design columns (numbers, each category's dummies, then the target) and the
+    rows to drop for a missing category; counts missing and unknown levels per column."""
+    values: list[np.ndarray] = []
+    drop = None
+    for column in inputs:
+        if column.kind == "numeric":
+            values.append(column_values(data_file, table, column.name, first_row))
+            continue
+        codes = category_codes(table, column.name, column.levels)
+        absent = codes == MISSING
+        n_missing, n_unknown = int(absent.sum()), int((codes == UNKNOWN).sum())
+        if n_missing:
+            missing[column.name] = missing.get(column.name, 0) + n_missing
+            drop = absent if drop is None else drop | absent
+        if n_unknown:
+            unknown[column.name] = unknown.get(column.name, 0) + n_unknown
+        for code in range(1, len(column.levels)):
+            values.append((codes == code).astype(np.float64))
+    values.append(column_values(data_file, table, target, first_row))
+    return values, drop
 
 
 _SHIFT_SAMPLE = 1024
@@ -223,6 +313,7 @@ def _design(
     bad: np.ndarray,
     weights: np.ndarray | None = None,
     scale_rows: bool = True,
+    drop: np.ndarray | None = None,
 ) -> Design:
     """The rows selected by the boolean mask ``rows`` (None: all) as a :class:`Design`;
     ``bad`` counts, per column, the values that made a row unusable. With ``weights``,
@@ -249,6 +340,11 @@ def _design(
             bad += (~finite).sum(axis=0)
             matrix[broken, :] = 0.0
             n_valid = n - len(broken)
+    if drop is not None and n:
+        # Rows with a missing category: zeroed like rows with a missing number.
+        dropped = drop if index is None else drop[index]
+        matrix[dropped, :] = 0.0
+        n_valid = int(np.count_nonzero(matrix[:, 0]))
     kept_weights = None
     if weights is not None:
         selected = weights if index is None else weights[index]
@@ -260,7 +356,11 @@ def _design(
 
 
 def prepare_batch(
-    batch: BatchSpec, columns: Sequence[str], test_fraction: float, weight: str | None = None
+    batch: BatchSpec,
+    columns: Sequence[str],
+    test_fraction: float,
+    weight: str | None = None,
+    inputs: Sequence[InputColumn] = (),
 ) -> PreparedBatch:
     """Read ``batch`` (``columns`` = features then target), drop rows with a missing or
     non-finite value, and split the rest by row identity.
@@ -270,7 +370,9 @@ def prepare_batch(
 
     Raises :class:`DataError` if the batch has rows but none of them is usable.
     """
-    reader = BatchReader(batch, columns, test_fraction, False, weight, scale_rows=False)
+    reader = BatchReader(
+        batch, columns, test_fraction, False, weight, scale_rows=False, inputs=inputs
+    )
     train = _Rows(reader.max_train, len(columns), weight is not None)
     test = _Rows(reader.max_test, len(columns), weight is not None)
     for train_design, test_design in reader:

@@ -478,6 +478,39 @@ def column_values(
     return values if values.dtype.kind == "f" else values.astype(np.float64)
 
 
+def category_text(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A categorical column as trimmed text: dictionary, integer or boolean values alike."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        column = column.cast(pa.string())
+    return pc.utf8_trim_whitespace(column)
+
+
+def column_levels(data_file: DataFile, name: str) -> set[str]:
+    """The distinct non-missing values of column ``name`` of ``data_file``, as text."""
+    levels: set[str] = set()
+    for table in iter_tables(data_file, [name], 0, data_file.n_rows):
+        levels.update(pc.unique(category_text(table.column(name)).drop_null()).to_pylist())
+    return levels
+
+
+def category_codes(
+    table: pa.RecordBatch | pa.Table, name: str, levels: Sequence[str]
+) -> np.ndarray:
+    """One categorical column of a chunk as int64 codes: the position of each value in
+    ``levels``, :data:`~linreg.categorical.MISSING` (-1) for a missing value and
+    :data:`~linreg.categorical.UNKNOWN` (-2) for a value that is not among ``levels``."""
+    text = category_text(table.column(name))
+    index = pc.index_in(text, value_set=pa.array(list(levels), pa.string()))
+    codes = index.fill_null(-2).to_numpy(zero_copy_only=False).astype(np.int64)
+    if text.null_count:
+        codes[text.is_null().to_numpy(zero_copy_only=False)] = -1
+    return codes
+
+
 def _parquet_slices(
     url: str,
     columns: Sequence[str],

@@ -20,9 +20,17 @@ from linreg.sources import canonical_source
 
 
 def fingerprint(
-    source: str, features: list[str], target: str, model: str, weight: str | None = None
+    source: str,
+    features: list[str],
+    target: str,
+    model: str,
+    weight: str | None = None,
+    categorical: list[str] | None = None,
 ) -> str:
-    """A stable digest of what a model is trained on; a change means a different model."""
+    """A stable digest of what a model is trained on; a change means a different model.
+
+    With categorical columns, ``features`` are the raw input columns (not their dummies), so
+    the digest does not depend on the levels, which the state keeps."""
     identity = {
         "source": canonical_source(source),
         "features": features,
@@ -31,6 +39,8 @@ def fingerprint(
     }
     if weight is not None:  # unweighted models keep the digest they always had
         identity["weight"] = weight
+    if categorical:  # likewise models without categorical columns
+        identity["categorical"] = list(categorical)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -52,6 +62,10 @@ class TrainingState(BaseModel):
     batches_trained: int = 0
     metrics_history: list[dict[str, Any]] = Field(default_factory=list)
     updated_at: str | None = None
+    categories: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Sorted levels of each categorical column, fixed at the first step.",
+    )
 
     @classmethod
     def fresh(
@@ -62,14 +76,23 @@ class TrainingState(BaseModel):
         model: str,
         version: int = 0,
         weight: str | None = None,
+        categories: dict[str, list[str]] | None = None,
+        inputs: list[str] | None = None,
+        categorical: list[str] | None = None,
     ) -> TrainingState:
+        """``features`` are the design's; ``inputs`` the raw columns when some are
+        ``categorical`` (``categories``: their levels, if already fixed)."""
+        categories = dict(categories or {})
         return cls(
             version=version,
-            fingerprint=fingerprint(source, features, target, model, weight),
+            fingerprint=fingerprint(
+                source, inputs or features, target, model, weight, categorical or list(categories)
+            ),
             source=source,
             features=features,
             target=target,
             model=model,
+            categories=categories,
         )
 
     def check_compatible(self, other_fingerprint: str, block_name: str) -> None:

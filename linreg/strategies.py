@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from linreg.batches import BatchSpec
+from linreg.categorical import InputColumn
 from linreg.config import HyperParams
 from linreg.errors import DataError
 from linreg.estimators import (
@@ -83,8 +84,9 @@ class OlsStrategy:
     kind: ClassVar[str] = "ols"
     fold_where_summarised: ClassVar[bool] = False
 
-    def __init__(self, weight: str | None = None) -> None:
+    def __init__(self, weight: str | None = None, inputs: Sequence[InputColumn] = ()) -> None:
         self.weight = weight
+        self.inputs = tuple(inputs)  # non-empty: categorical inputs to encode
 
     def start(
         self, estimator_state: dict[str, Any] | None, hyperparams: HyperParams
@@ -94,7 +96,7 @@ class OlsStrategy:
     def summarise(
         self, batch: BatchSpec, columns: Sequence[str], test_fraction: float, keep_test_rows: bool
     ) -> BatchSummary:
-        reader = BatchReader(batch, columns, test_fraction, weight=self.weight)
+        reader = BatchReader(batch, columns, test_fraction, weight=self.weight, inputs=self.inputs)
         train_parts, test_parts, kept = [], [], []
         for train, test in reader:
             if keep_test_rows and test.n_valid:
@@ -155,8 +157,9 @@ class SgdStrategy:
     kind: ClassVar[str] = "sgd"
     fold_where_summarised: ClassVar[bool] = True
 
-    def __init__(self, weight: str | None = None) -> None:
+    def __init__(self, weight: str | None = None, inputs: Sequence[InputColumn] = ()) -> None:
         self.weight = weight
+        self.inputs = tuple(inputs)  # non-empty: categorical inputs to encode
 
     def start(
         self, estimator_state: dict[str, Any] | None, hyperparams: HyperParams
@@ -166,7 +169,7 @@ class SgdStrategy:
     def summarise(
         self, batch: BatchSpec, columns: Sequence[str], test_fraction: float, keep_test_rows: bool
     ) -> BatchSummary:
-        prepared = prepare_batch(batch, columns, test_fraction, self.weight)
+        prepared = prepare_batch(batch, columns, test_fraction, self.weight, self.inputs)
         return BatchSummary(
             report=prepared.report,
             holdout=LeastSquaresStats.from_arrays(
@@ -201,10 +204,13 @@ class SgdStrategy:
 STRATEGIES: dict[str, type[ModelStrategy]] = {"ols": OlsStrategy, "sgd": SgdStrategy}
 
 
-def strategy_for(kind: str, weight: str | None = None) -> ModelStrategy:
-    """The strategy of model ``kind``; ``weight`` names a column of sample weights."""
+def strategy_for(
+    kind: str, weight: str | None = None, inputs: Sequence[InputColumn] = ()
+) -> ModelStrategy:
+    """The strategy of model ``kind``; ``weight`` names a column of sample weights;
+    ``inputs`` (when some are categorical) the raw columns the features are encoded from."""
     try:
-        return STRATEGIES[kind](weight)
+        return STRATEGIES[kind](weight, inputs)
     except KeyError:
         raise ValueError(f"unknown model '{kind}' (expected one of {sorted(STRATEGIES)})") from None
 

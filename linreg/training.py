@@ -24,7 +24,7 @@ from linreg.errors import DataError
 from linreg.evaluation import regression_metrics
 from linreg.executors import Executor
 from linreg.model_files import publish_model
-from linreg.preprocess import BatchReport
+from linreg.preprocess import BatchReport, training_levels
 from linreg.state import StateStore, TrainingState, fingerprint
 from linreg.stats import LeastSquaresStats
 from linreg.strategies import BatchSummary, Estimator, strategy_for
@@ -132,6 +132,17 @@ def run_round(
             log.info("no new rows after the cursor: every batch of %s is trained", plan.source)
             state = loaded.state
             return RoundResult(False, state.version, 0, state.rows_trained)
+        if plan.categorical and not loaded.state.categories:
+            # The first step fixes the levels (those of its training rows); later steps and
+            # runs reuse them from the state, whatever the data holds by then.
+            levels = training_levels(batches, plan.categorical, spec.test_fraction)
+            log.info(
+                "categorical levels (the first is the reference): %s",
+                "; ".join(f"{name}: {', '.join(found)}" for name, found in levels.items()),
+            )
+            state = loaded.state.model_copy(update={"categories": levels})
+            loaded = LoadedState(state, loaded.stored_version)
+        plan = plan.with_levels(loaded.state.categories)
         log.info(
             "%d batch(es) of up to %d rows, %d rows in all",
             len(batches),
@@ -178,9 +189,18 @@ def load_or_start(
             hyperparams.model,
             version=stored_version or 0,
             weight=plan.weight,
+            inputs=list(plan.input_names),
+            categorical=list(plan.categorical),
         )
         return LoadedState(fresh, stored_version)
-    expected = fingerprint(plan.source, features, plan.target, hyperparams.model, plan.weight)
+    expected = fingerprint(
+        plan.source,
+        list(plan.input_names),
+        plan.target,
+        hyperparams.model,
+        plan.weight,
+        list(plan.categorical),
+    )
     stored.check_compatible(expected, store.name)
     log.info(
         "resuming state '%s' at version %d (%d rows trained)",
@@ -201,7 +221,8 @@ def train_batches(
     log: logging.Logger | logging.LoggerAdapter = _log,
 ) -> TrainedRound:
     """Summarise and fold ``batches`` with the model's strategy, finish, and evaluate."""
-    strategy = strategy_for(spec.hyperparams.model, plan.weight)
+    plan = plan.with_levels(state.categories)
+    strategy = strategy_for(spec.hyperparams.model, plan.weight, plan.inputs)
     summaries: list[BatchSummary] = []
 
     def on_summary(index: int, summary: BatchSummary) -> None:
@@ -219,6 +240,13 @@ def train_batches(
             report.rows_test,
             "; ".join(report.segments),
         )
+        if report.unknown_levels:
+            log.warning(
+                "batch %d/%d: levels not seen when the model started, encoded as all zeros: %s",
+                index + 1,
+                len(batches),
+                ", ".join(f"'{name}' {n} rows" for name, n in report.unknown_levels.items()),
+            )
         for listener in (on_batch, *_batch_listeners.get()):
             if listener is not None:
                 listener(index, len(batches), summary)
@@ -283,12 +311,15 @@ def model_metadata(
 ) -> dict[str, Any]:
     """The fields of ``model.json`` other than the checksum and timestamp."""
     state = trained.state
+    plan = plan.with_levels(state.categories)
     return {
         "version": state.version,
         "model": hyperparams.model,
         "features": list(plan.features),
         "target": plan.target,
         "weight": plan.weight,
+        "inputs": [column.to_dict() for column in plan.inputs]
+        or [{"name": name, "kind": "numeric"} for name in plan.features],
         "coef": [float(value) for value in trained.estimator.coef_],
         "intercept": float(trained.estimator.intercept_),
         "fit_intercept": hyperparams.fit_intercept,
@@ -307,6 +338,7 @@ def model_metadata(
             "excluded_columns": dict(plan.excluded_columns),
             "quality": {
                 "rows_dropped_by_column": dict(trained.report.dropped_by_column),
+                "rows_with_unknown_level": dict(trained.report.unknown_levels),
             },
         },
     }

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
+from linreg.categorical import InputColumn, design_features, with_levels
 from linreg.config import DataConfig
 from linreg.errors import DataError
-from linreg.sources import CsvFormat, DataFile, StorageOptions, discover_files, inspect_file
+from linreg.sources import (
+    CsvFormat,
+    DataFile,
+    StorageOptions,
+    column_levels,
+    discover_files,
+    inspect_file,
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,24 @@ class SourcePlan:
     storage_options: StorageOptions = field(default_factory=dict, compare=False, repr=False)
     excluded_columns: dict[str, str] = field(default_factory=dict, compare=False)
     weight: str | None = None
+    # The raw columns behind ``features`` when some are categorical; empty: all numeric.
+    inputs: tuple[InputColumn, ...] = ()
+
+    @property
+    def categorical(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.inputs if column.kind == "categorical")
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The raw columns the features come from (the features themselves if all numeric)."""
+        return tuple(column.name for column in self.inputs) if self.inputs else self.features
+
+    def with_levels(self, levels: dict[str, list[str]]) -> SourcePlan:
+        """This plan with the categorical levels a saved model was trained with."""
+        if not self.inputs or not levels:
+            return self
+        inputs = with_levels(self.inputs, levels)
+        return replace(self, inputs=inputs, features=design_features(inputs))
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -76,9 +102,14 @@ def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourceP
         if config.features and config.weight in config.features:
             raise DataError(f"--weight: column '{config.weight}' cannot also be a feature")
         roles[config.weight] = "weight"
-    features = _choose_features(reference, config.features, config.target, config.weight)
+    categorical = _check_categorical(reference, config, roles)
+    features = _choose_features(
+        reference, config.features, config.target, config.weight, categorical
+    )
     for data_file in files:
         for name in (*features, *roles):
+            if name in categorical:
+                continue
             if name not in data_file.numeric_columns:
                 role = roles.get(name, "feature")
                 why = data_file.excluded.get(name)
@@ -89,8 +120,19 @@ def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourceP
     excluded = {}
     if config.features is None:
         excluded = {
-            name: reason for name, reason in reference.excluded.items() if name != config.target
+            name: reason
+            for name, reason in reference.excluded.items()
+            if name != config.target and name not in categorical
         }
+    inputs: tuple[InputColumn, ...] = ()
+    if categorical:
+        inputs = tuple(
+            InputColumn(name, "categorical", _levels(files, name))
+            if name in categorical
+            else InputColumn(name)
+            for name in features
+        )
+        features = list(design_features(inputs))
     plan = SourcePlan(
         config.source,
         tuple(files),
@@ -99,6 +141,7 @@ def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourceP
         options,
         excluded,
         config.weight,
+        inputs,
     )
     if plan.n_rows == 0:
         raise DataError(f"{config.source}: no data rows (every file is empty or header only)")
@@ -117,14 +160,51 @@ def check_same_columns(files: Sequence[DataFile]) -> None:
             )
 
 
+def _check_categorical(reference: DataFile, config: DataConfig, roles: dict) -> list[str]:
+    names = list(config.categorical)
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DataError(f"--categorical: duplicate column names {duplicates}")
+    for name in names:
+        if name in roles:
+            raise DataError(
+                f"--categorical: the {roles[name]} column '{name}' cannot be categorical"
+            )
+        if name not in reference.columns:
+            raise DataError(
+                f"{reference.file_id}: categorical column '{name}' not found "
+                f"(columns: {', '.join(reference.columns)})"
+            )
+    return names
+
+
+def _levels(files: Sequence[DataFile], name: str) -> tuple[str, ...]:
+    """The sorted levels of categorical column ``name`` across ``files`` (a column scan)."""
+    levels: set[str] = set()
+    for data_file in files:
+        levels |= column_levels(data_file, name)
+    if not levels:
+        raise DataError(f"categorical column '{name}' has no values (every row is missing)")
+    return tuple(sorted(levels))
+
+
 def _choose_features(
-    reference: DataFile, requested: Sequence[str] | None, target: str, weight: str | None = None
+    reference: DataFile,
+    requested: Sequence[str] | None,
+    target: str,
+    weight: str | None = None,
+    categorical: Sequence[str] = (),
 ) -> list[str]:
+    """Raw input columns: the requested ones (categorical columns they do not name are
+    appended), or every numeric or categorical column but the target and weight."""
+    if requested is not None and requested:
+        requested = [*requested, *(name for name in categorical if name not in requested)]
     if requested is None:
         features = [
             name
             for name in reference.columns
-            if name in reference.numeric_columns and name not in (target, weight)
+            if (name in reference.numeric_columns or name in categorical)
+            and name not in (target, weight)
         ]
         if not features:
             why = "; ".join(

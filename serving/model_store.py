@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from linreg.categorical import InputColumn, design_features
 from linreg.model_files import METADATA_FILE, is_url, join, load_verified_model, remote_fs
 
 logger = logging.getLogger("serving")
@@ -51,6 +52,8 @@ class LinearModel:
     intercept : float
     metadata : dict
         The ``model.json`` it was published with.
+    inputs : tuple of InputColumn
+        The raw columns requests send when some are categorical; empty: rows of features.
     """
 
     version: int
@@ -58,6 +61,7 @@ class LinearModel:
     coef: np.ndarray
     intercept: float
     metadata: dict[str, Any]
+    inputs: tuple[InputColumn, ...] = ()
     feature_set: frozenset[str] = field(init=False, repr=False)
     row_values: Callable[[dict[str, Any]], tuple[Any, ...]] = field(init=False, repr=False)
 
@@ -107,7 +111,33 @@ def linear_model_from(estimator: Any, metadata: dict[str, Any]) -> LinearModel:
     if "coef" in metadata and not np.allclose(metadata["coef"], coef, rtol=1e-9, atol=0.0):
         raise ValueError("model.pkl: coef_ differs from model.json's coef")
     coef.setflags(write=False)
-    return LinearModel(version, tuple(features), coef, intercept_value, metadata)
+    inputs = categorical_inputs(metadata)
+    return LinearModel(version, tuple(features), coef, intercept_value, metadata, inputs)
+
+
+def categorical_inputs(metadata: dict[str, Any]) -> tuple[InputColumn, ...]:
+    """``model.json`` ``inputs`` if some are categorical (checked to give its features in
+    order), else (): a model of numbers only takes rows of its features."""
+    raw = metadata.get("inputs")
+    if not isinstance(raw, list) or not any(
+        isinstance(entry, dict) and entry.get("kind") == "categorical" for entry in raw
+    ):
+        return ()
+    inputs = []
+    for entry in raw:
+        name, kind, levels = entry.get("name"), entry.get("kind"), entry.get("levels", [])
+        if (
+            not isinstance(name, str)
+            or kind not in ("numeric", "categorical")
+            or not isinstance(levels, list)
+            or not all(isinstance(level, str) for level in levels)
+            or (kind == "categorical" and not levels)
+        ):
+            raise ValueError(f"model.json: inputs entry {entry!r} is not a valid input")
+        inputs.append(InputColumn(name, kind, tuple(levels)))
+    if list(design_features(inputs)) != metadata.get("features"):
+        raise ValueError("model.json: inputs do not encode to the listed features")
+    return tuple(inputs)
 
 
 def file_signature(path: Path) -> FileSignature | None:

@@ -4,7 +4,9 @@ and the native ``POST /predict`` body.
 Every protocol ends in ``matrix_from_rows`` or ``matrix_from_columns``: values of the
 model's features, checked one feature at a time, so that a categorical feature (strings
 mapped through its levels) is one more kind of column there, not a change to each protocol.
-Today every feature is numeric, and a string, boolean or null is refused naming where it is.
+A model with categorical inputs (``model.json`` ``inputs``) takes rows of those raw inputs
+on ``/predict`` instead: numbers, and category levels as strings, encoded here as training
+encoded them.
 
 Every refusal says where the problem is (``instances[3][1]``, a feature name) and never
 quotes a value from the body, so a huge or sensitive payload stays out of responses and logs.
@@ -96,9 +98,10 @@ def parse_instances(body: bytes, model: LinearModel, max_rows: int) -> np.ndarra
         400 if the body is not JSON (NaN and Infinity are not), 413 for more than
         ``max_rows`` rows, 422 for anything else that is not such rows of numbers.
     """
-    X = fast_rows(body, _INSTANCES, len(model.features), max_rows)
-    if X is not None:
-        return X
+    if not model.inputs:
+        X = fast_rows(body, _INSTANCES, len(model.features), max_rows)
+        if X is not None:
+            return X
     document = decode_json(body)
     if type(document) is not dict or "instances" not in document:
         raise ServiceError(422, 'the body must be a JSON object {"instances": [row, ...]}')
@@ -106,7 +109,76 @@ def parse_instances(body: bytes, model: LinearModel, max_rows: int) -> np.ndarra
         raise ServiceError(
             422, f'the body must have only the key "instances" (it has {len(document) - 1} more)'
         )
+    if model.inputs:
+        return matrix_from_raw_inputs(document["instances"], model, max_rows, "instances")
     return matrix_from_instances(document["instances"], model, max_rows, "instances")
+
+
+_SHOWN_LEVEL = 40
+
+
+def matrix_from_raw_inputs(rows: Any, model: LinearModel, max_rows: int, name: str) -> np.ndarray:
+    """Rows of a model's raw inputs (lists in ``inputs`` order, or objects by input name),
+    numbers and category levels (strings), as the float64 feature matrix of the model:
+    each category one-hot in treatment coding, as in training. 422 names any wrong value,
+    and an unknown level (shown cut to 40 characters: the one value ever quoted)."""
+    rows = check_row_count(rows, max_rows, name)
+    inputs = model.inputs
+    input_names = [column.name for column in inputs]
+    expected = frozenset(input_names)
+    offsets, start = [], 0
+    for column in inputs:
+        offsets.append(start)
+        start += len(column.feature_names())
+    codes = [{level: code for code, level in enumerate(column.levels)} for column in inputs]
+    X = np.zeros((len(rows), len(model.features)), dtype=np.float64)
+    by_name = type(rows[0]) is dict
+    shape = (
+        f"an object with the model's inputs as keys ({names(input_names)})"
+        if by_name
+        else f"a list of {len(inputs)} values in the model's inputs order ({names(input_names)})"
+    )
+    for index, row in enumerate(rows):
+        if by_name and type(row) is dict:
+            if row.keys() != expected:
+                missing = [input_name for input_name in input_names if input_name not in row]
+                extra = len(set(row) - expected)
+                problems = [f"lacks {names(missing)}"] if missing else []
+                problems += [f"has {extra} key(s) that are not inputs"] if extra else []
+                raise ServiceError(422, f"{name}[{index}] {' and '.join(problems)}; " + shape)
+            values = [row[input_name] for input_name in input_names]
+            where = [f'{name}[{index}]["{input_name}"]' for input_name in input_names]
+        elif not by_name and type(row) is list:
+            if len(row) != len(inputs):
+                raise ServiceError(
+                    422, f"{name}[{index}] has {len(row)} values; each row must be " + shape
+                )
+            values = row
+            where = [f"{name}[{index}][{position}]" for position in range(len(inputs))]
+        else:
+            raise ServiceError(422, f"{name}[{index}] is {kind(row)}; each row must be " + shape)
+        for position, (column, value) in enumerate(zip(inputs, values, strict=True)):
+            if column.kind == "numeric":
+                check_number(value, column.name, where[position])
+                X[index, offsets[position]] = value
+                continue
+            if type(value) is not str:
+                raise ServiceError(
+                    422,
+                    f"{where[position]} is {kind(value)}; input {column.name} takes a level "
+                    f"as a string ({names(list(column.levels))})",
+                )
+            code = codes[position].get(value.strip())
+            if code is None:
+                shown = value if len(value) <= _SHOWN_LEVEL else value[:_SHOWN_LEVEL] + "..."
+                raise ServiceError(
+                    422,
+                    f"{where[position]}: level {shown!r} of input {column.name} is unknown to "
+                    f"the model (levels: {names(list(column.levels))})",
+                )
+            if code:
+                X[index, offsets[position] + code - 1] = 1.0
+    return X
 
 
 def matrix_from_instances(
