@@ -47,6 +47,9 @@ class TrainingState(BaseModel):
     rows_dropped: int = 0
     batches_trained: int = 0
     metrics_history: list[dict[str, Any]] = Field(default_factory=list)
+    skipped: list[dict[str, Any]] = Field(
+        default_factory=list, description="Batches passed over untrained (--mode skip)."
+    )
     updated_at: str | None = None
 
     @classmethod
