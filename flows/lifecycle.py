@@ -30,24 +30,24 @@ def rollback(
     to: int | None = Field(
         None, ge=1, description="Version to make live; default: the one live before the current."
     ),
-    storage_options: dict[str, Any] = Field(  # noqa: B008 - a pydantic field default
-        default_factory=dict, description="fsspec storage_options of an object-store out_dir."
+    storage_options: dict[str, Any] | None = Field(
+        None, description="fsspec storage_options of an object-store out_dir."
     ),
 ) -> dict[str, Any]:
     """Make an older kept model version live and pin it; training continues into versions/."""
-    return change_live_version("rollback", out_dir, to, storage_options)
+    return change_live_version("rollback", out_dir, to, storage_options or {})
 
 
 @flow(name="promote", flow_run_name="promote-{to}")
 def promote(
     out_dir: str = DEFAULTS.out_dir,
     to: int | None = Field(None, ge=1, description="Version to make live; default: the newest."),
-    storage_options: dict[str, Any] = Field(  # noqa: B008 - a pydantic field default
-        default_factory=dict, description="fsspec storage_options of an object-store out_dir."
+    storage_options: dict[str, Any] | None = Field(
+        None, description="fsspec storage_options of an object-store out_dir."
     ),
 ) -> dict[str, Any]:
     """Make a kept model version (default: the newest) live and unpin, so new ones go live."""
-    return change_live_version("promote", out_dir, to, storage_options)
+    return change_live_version("promote", out_dir, to, storage_options or {})
 
 
 @flow(name="skip-batch", flow_run_name="skip-{state_block}")
