@@ -30,7 +30,7 @@ def rollback(
     to: int | None = Field(
         None, ge=1, description="Version to make live; default: the one live before the current."
     ),
-    storage_options: dict[str, Any] | None = Field(
+    storage_options: dict[str, Any] | None = Field(  # noqa: B008 - a pydantic field default
         None, description="fsspec storage_options of an object-store out_dir."
     ),
 ) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def rollback(
 def promote(
     out_dir: str = DEFAULTS.out_dir,
     to: int | None = Field(None, ge=1, description="Version to make live; default: the newest."),
-    storage_options: dict[str, Any] | None = Field(
+    storage_options: dict[str, Any] | None = Field(  # noqa: B008 - a pydantic field default
         None, description="fsspec storage_options of an object-store out_dir."
     ),
 ) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import Field
 
 from linreg.config import DataConfig, HyperParams, Settings
-from linreg.lifecycle import LifecycleConfig, QualityGate
+from linreg.lifecycle import DriftMonitor, LifecycleConfig, QualityGate
 from linreg.model_files import ModelDirectory
 from linreg.training import RoundResult, RoundSpec, run_round
 from linreg.validation import SourcePlan
@@ -55,6 +55,7 @@ def _round(
         on_batch=on_batch,
         log=get_run_logger(),
         gate=gate,
+        monitor=DriftMonitor(ModelDirectory(out_dir, plan.storage_options)),
     )
 
 

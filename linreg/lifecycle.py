@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from linreg.errors import DataError, ModelFileError
+from linreg.evaluation import regression_metrics
 from linreg.model_files import (
     HISTORY_FILE,
     METADATA_FILE,
@@ -351,6 +352,126 @@ class QualityGate:
                 HISTORY_FILE,
             )
         raise GateRefused(message)
+
+
+DEFAULT_WINDOW_BATCHES = 10
+# Page-Hinkley on log(batch RMSE): scale-free, so a doubling of the error is +0.69 whatever
+# the target's units. DELTA tolerates a slow 5 % rise per batch; THRESHOLD is the
+# cumulative excess (in log units) that fires: a lasting doubling of the error fires within
+# two batches, and batch-to-batch noise of a few % stays far below it.
+DEFAULT_DRIFT_DELTA = 0.05
+DEFAULT_DRIFT_THRESHOLD = 1.0
+
+
+@dataclass
+class PageHinkley:
+    """The Page-Hinkley test for an increase in the mean of a series (Page 1954; Hinkley
+    1971): ``m_t = sum(x_i - mean_i - delta)``, ``statistic = m_t - min(m_1..m_t)``; it fires
+    while the statistic exceeds ``threshold``. Plain numbers, so it lives in the state."""
+
+    delta: float = DEFAULT_DRIFT_DELTA
+    threshold: float = DEFAULT_DRIFT_THRESHOLD
+    n: int = 0
+    mean: float = 0.0
+    cumulative: float = 0.0
+    minimum: float = 0.0
+
+    def update(self, value: float) -> float:
+        """Add one observation; the statistic after it."""
+        self.n += 1
+        self.mean += (value - self.mean) / self.n
+        self.cumulative += value - self.mean - self.delta
+        self.minimum = min(self.minimum, self.cumulative)
+        return self.statistic
+
+    @property
+    def statistic(self) -> float:
+        return self.cumulative - self.minimum
+
+    @property
+    def detected(self) -> bool:
+        return self.statistic > self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "delta": self.delta,
+            "threshold": self.threshold,
+            "n": self.n,
+            "mean": self.mean,
+            "cumulative": self.cumulative,
+            "minimum": self.minimum,
+        }
+
+
+@dataclass
+class DriftMonitor:
+    """Windowed metrics and drift of each round, before it is published.
+
+    - Windowed: R² and RMSE of the new model over the held-out rows of the newest ``window``
+      batches (exact, from their statistics, kept in the state), beside the cumulative ones.
+    - Drift: the live model's RMSE on each new batch's held-out rows, before it trains on
+      them (prequential), feeds a Page-Hinkley test kept in the state. While it fires,
+      ``model.json`` says ``drift: {detected: true, statistic, since_version}``.
+    """
+
+    directory: ModelDirectory
+    window: int = DEFAULT_WINDOW_BATCHES
+    delta: float = DEFAULT_DRIFT_DELTA
+    threshold: float = DEFAULT_DRIFT_THRESHOLD
+
+    def observe(self, previous: TrainingState, trained: TrainedRound) -> None:
+        estimator = trained.estimator
+        recent = [*previous.recent_holdouts, *(s.to_dict() for s in trained.batch_holdouts)]
+        recent = [part for part in recent if part["n"] > 0][-self.window :]
+        windowed = {"window_batches": len(recent), "rmse_window": None, "r2_window": None}
+        if recent:
+            merged = LeastSquaresStats.merge_all([LeastSquaresStats.from_dict(p) for p in recent])
+            figures = regression_metrics(merged, estimator.coef_, float(estimator.intercept_))
+            windowed.update(
+                rmse_window=figures["rmse"], r2_window=figures["r2"], n_test_window=merged.n
+            )
+        trained.metrics.update(windowed)
+        history = [*trained.state.metrics_history]
+        history[-1] = {**history[-1], **windowed}
+
+        test = PageHinkley(self.delta, self.threshold)
+        known = previous.drift or {}
+        if "test" in known:
+            test = PageHinkley(**known["test"])
+        batch_rmse = self._live_errors(trained)
+        for value in batch_rmse:
+            if value > 0:
+                test.update(math.log(value))
+        detected = test.detected
+        since = known.get("since_version") if known.get("detected") else None
+        drift = {
+            "detected": detected,
+            "statistic": test.statistic,
+            "threshold": test.threshold,
+            "since_version": (since or trained.state.version) if detected else None,
+            "batch_rmse_live": batch_rmse,
+            "batches_observed": test.n,
+        }
+        trained.drift = drift
+        trained.state = trained.state.model_copy(
+            update={
+                "recent_holdouts": recent,
+                "drift": {**drift, "test": test.to_dict()},
+                "metrics_history": history,
+            }
+        )
+
+    def _live_errors(self, trained: TrainedRound) -> list[float]:
+        """The live model's RMSE on each batch's held-out rows (none without a live model of
+        these features)."""
+        live = self.directory.read_json(METADATA_FILE)
+        if live is None or live.get("features") != list(trained.state.features):
+            return []
+        return [
+            rmse_on(holdout, live["coef"], live["intercept"])
+            for holdout in trained.batch_holdouts
+            if holdout.n > 0
+        ]
 
 
 HISTORY_COLUMNS = ("time", "reason", "version", "live", "previous", "rmse", "rows", "run", "note")

@@ -50,6 +50,10 @@ class TrainingState(BaseModel):
     skipped: list[dict[str, Any]] = Field(
         default_factory=list, description="Batches passed over untrained (--mode skip)."
     )
+    recent_holdouts: list[dict[str, Any]] = Field(
+        default_factory=list, description="Held-out statistics of the newest batches (window)."
+    )
+    drift: dict[str, Any] | None = Field(None, description="Page-Hinkley test of drift.")
     updated_at: str | None = None
 
     @classmethod

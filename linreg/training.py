@@ -60,6 +60,9 @@ class TrainedRound:
     report: BatchReport
     batches: int
     gate: dict[str, Any] | None = None
+    # Each batch's held-out statistics, in batch order (the drift monitor's observations).
+    batch_holdouts: list[LeastSquaresStats] = field(default_factory=list)
+    drift: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,14 @@ class Publisher(Protocol):
     ) -> dict[str, Any]: ...
 
 
+class Monitor(Protocol):
+    """Watches each round before it is published (:class:`linreg.lifecycle.DriftMonitor`)."""
+
+    def observe(self, previous: TrainingState, trained: TrainedRound) -> None:
+        """Add what it measures to ``trained`` (its state, metrics, drift)."""
+        ...
+
+
 class Gate(Protocol):
     """Decides whether a trained round may be published (:class:`linreg.lifecycle.QualityGate`)."""
 
@@ -120,6 +131,7 @@ def run_round(
     on_batch: OnBatch | None = None,
     log: logging.Logger | logging.LoggerAdapter = _log,
     gate: Gate | None = None,
+    monitor: Monitor | None = None,
 ) -> RoundResult:
     """Train the next batches after the saved cursor into one new, published model version.
 
@@ -141,6 +153,8 @@ def run_round(
             sum(batch.n_rows for batch in batches),
         )
         trained = train_batches(loaded.state, plan, batches, spec, executor, on_batch, log)
+        if monitor is not None:
+            monitor.observe(loaded.state, trained)
         if gate is not None:
             trained.gate = gate.check(loaded.state, trained)
         metadata = publisher.publish(trained, plan, spec.hyperparams)
@@ -271,7 +285,14 @@ def complete_round(
             ],
         }
     ).stamped()
-    return TrainedRound(estimator, next_state, metrics, report, len(batches))
+    return TrainedRound(
+        estimator,
+        next_state,
+        metrics,
+        report,
+        len(batches),
+        batch_holdouts=[summary.holdout for summary in summaries],
+    )
 
 
 def model_metadata(
@@ -300,6 +321,7 @@ def model_metadata(
             "last_batches": trained.report.segments,
         },
         **({} if trained.gate is None else {"gate": trained.gate}),
+        **({} if trained.drift is None else {"drift": trained.drift}),
     }
 
 

@@ -63,6 +63,10 @@ def create_app(settings: ServingSettings | None = None) -> Flask:
     def loaded(model: LinearModel) -> None:
         metrics.reloads.inc()
         metrics.model_version.set(model.version)
+        drift = model.metadata.get("drift") or {}
+        metrics.drift_detected.set(1 if drift.get("detected") else 0)
+        recent = (model.metadata.get("metrics") or {}).get("rmse_window")
+        metrics.recent_rmse.set(recent if isinstance(recent, int | float) else float("nan"))
 
     store = ModelStore(
         settings.model_dir,

@@ -64,6 +64,20 @@ def publish(
         "" if metadata["live"] else "; not live: a rolled-back version is pinned",
     )
     history_artifact(ModelDirectory(files.out_dir, plan.storage_options))
+    drift = metadata.get("drift") or {}
+    if drift.get("detected"):
+        get_run_logger().warning(
+            "drift: the live model's held-out error per batch has risen since version %s "
+            "(Page-Hinkley statistic %.3g > %.3g); check the data or retrain from a reset",
+            drift["since_version"],
+            drift["statistic"],
+            drift["threshold"],
+        )
+        create_markdown_artifact(
+            markdown=_drift_markdown(metadata, drift),
+            key=artifact_key(state_block, "drift"),
+            description=f"Drift detected in the data of state block '{state_block}'.",
+        )
     history = trained.state.metrics_history
     create_table_artifact(
         table=[
@@ -82,6 +96,21 @@ def publish(
         description=f"The model published by state block '{state_block}'.",
     )
     return metadata
+
+
+def _drift_markdown(metadata: dict[str, Any], drift: dict[str, Any]) -> str:
+    errors = ", ".join(f"{value:.4g}" for value in drift["batch_rmse_live"])
+    metrics = metadata["metrics"]
+    return f"""# Drift detected (model version {metadata["version"]})
+
+The live model's RMSE on each new batch's held-out rows has risen since version
+{drift["since_version"]}: Page-Hinkley statistic {drift["statistic"]:.3g} over the threshold
+{drift["threshold"]:.3g} ({drift["batches_observed"]} batches observed).
+
+This round's batches, live model's RMSE: {errors or "n/a"}. RMSE over the newest
+{metrics.get("window_batches")} batches: {_number(metrics.get("rmse_window"))}; over every
+held-out row: {_number(metrics.get("rmse"))}.
+"""
 
 
 def _number(value: Any) -> str:

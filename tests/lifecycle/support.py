@@ -11,7 +11,7 @@ import pandas as pd
 
 from linreg.config import DataConfig, HyperParams
 from linreg.executors import SerialExecutor
-from linreg.lifecycle import QualityGate
+from linreg.lifecycle import DriftMonitor, QualityGate
 from linreg.model_files import ModelDirectory
 from linreg.state import InMemoryStateStore
 from linreg.training import FilePublisher, RoundResult, RoundSpec, run_round
@@ -43,6 +43,7 @@ def train_round(
     force: bool = False,
     model: str = "ols",
     max_batches: int | None = 1,
+    monitor: bool = False,
 ) -> RoundResult:
     data = DataConfig(source=str(directory), batch_rows=BATCH_ROWS)
     plan = validate_source(data)
@@ -56,6 +57,7 @@ def train_round(
         store=store,
         publisher=FilePublisher(str(out), keep_versions),
         gate=quality_gate,
+        monitor=DriftMonitor(ModelDirectory(str(out)), window=4) if monitor else None,
     )
 
 
