@@ -154,6 +154,10 @@ class ModelDirectory:
             location = join(location, part)
         return location if self.remote else _local(location)
 
+    def local_path(self, *parts: str) -> Path:
+        """The local path of ``parts`` (a local directory only)."""
+        return _local(self.location).joinpath(*parts)
+
     def read(self, *parts: str) -> bytes | None:
         """The file's bytes, or None if there is no such file."""
         return _read_bytes(self.path(*parts), self.storage_options)
@@ -163,9 +167,9 @@ class ModelDirectory:
         if self.remote:
             remote_fs(str(self.location), self.storage_options).pipe_file(str(path), data)
             return
-        assert isinstance(path, Path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data)
+        local = self.local_path(*parts)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(local, data)
 
     def write_pair(self, where: tuple[str, ...], payload: bytes, encoded: bytes) -> None:
         """``model.pkl`` then ``model.json`` (last: a reader trusts the pkl it names)."""
@@ -182,8 +186,8 @@ class ModelDirectory:
             except FileNotFoundError:
                 return []
         else:
-            assert isinstance(root, Path)
-            names = [entry.name for entry in root.iterdir()] if root.is_dir() else []
+            local = self.local_path(VERSIONS_DIR)
+            names = [entry.name for entry in local.iterdir()] if local.is_dir() else []
         return sorted(int(name) for name in names if name.isdigit())
 
     def remove_version(self, version: int) -> None:
@@ -191,7 +195,7 @@ class ModelDirectory:
         if self.remote:
             remote_fs(str(self.location), self.storage_options).rm(str(root), recursive=True)
             return
-        assert isinstance(root, Path)
+        root = self.local_path(VERSIONS_DIR, str(version))
         for name in (METADATA_FILE, MODEL_FILE):  # metadata first: no json without its pkl
             (root / name).unlink(missing_ok=True)
         for leftover in root.iterdir():
@@ -225,8 +229,7 @@ class ModelDirectory:
             # Objects cannot be appended to: read, add, one PUT (the lock serialises writers).
             self.write((self.read(*parts) or b"") + line, *parts)
             return
-        path = self.path(*parts)
-        assert isinstance(path, Path)
+        path = self.local_path(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "ab") as handle:
             handle.write(line)
@@ -240,8 +243,7 @@ class ModelDirectory:
             if fs.exists(str(path)):
                 fs.rm_file(str(path))
             return
-        assert isinstance(path, Path)
-        path.unlink(missing_ok=True)
+        self.local_path(*parts).unlink(missing_ok=True)
 
     @contextmanager
     def lock(self) -> Iterator[None]:
