@@ -11,6 +11,7 @@ exit 2, the saved state and the published model left as they were.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -21,10 +22,20 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Each option's default once: from its help text if it says one, else appended."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Train a linear regression incrementally with Prefect on Dask.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--mode",
@@ -58,8 +69,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--features",
         help="comma-separated feature columns (default: every numeric column but the target)",
     )
-    parser.add_argument("--model", choices=["sgd", "ols"], default="sgd")
+    parser.add_argument(
+        "--weight",
+        metavar="COL",
+        help="column of sample weights (finite, >= 0): weighted least squares for ols, "
+        "sample_weight for sgd; never a feature",
+    )
+    parser.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="one feature column, repeatable; for names with commas or any other character",
+    )
+    parser.add_argument(
+        "--csv-delimiter",
+        help="CSV field delimiter (default: detected from the header among , ; tab |)",
+    )
+    parser.add_argument("--csv-decimal", default=".", help="CSV decimal mark, e.g. ','")
+    parser.add_argument("--csv-thousands", help="CSV thousands separator in numbers, e.g. '.'")
+    parser.add_argument(
+        "--na-values",
+        help="comma-separated CSV tokens that mean missing, added to the usual empty, NA, "
+        "N/A, NaN, null (e.g. '-,?')",
+    )
+    parser.add_argument(
+        "--model",
+        choices=["sgd", "ols"],
+        default="sgd",
+        help="sgd: SGDRegressor on running-standardised features; ols: exact least squares "
+        "(ridge with --alpha) from mergeable QR statistics",
+    )
     parser.add_argument("--alpha", type=float, default=0.0, help="L2 penalty (ridge for ols)")
+    parser.add_argument(
+        "--no-intercept",
+        action="store_true",
+        help="fit through the origin (intercept 0), both models",
+    )
     parser.add_argument("--batch-rows", type=int, default=100_000, help="rows per batch")
     parser.add_argument(
         "--n-iter", type=int, help="batches to train in --mode all (default: all remaining)"
@@ -85,6 +131,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--cron", default="*/10 * * * *", help="--mode serve: cron schedule (UTC) of train-step"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="print errors only: no run logs, no progress bar"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the run's summary (version, rows, metrics, paths) as one JSON object on "
+        "stdout, nothing else (errors still go to stderr)",
     )
     parser.add_argument(
         "--dask-address",
@@ -165,6 +220,19 @@ def run_training_flow(args: argparse.Namespace, common: dict):
     if args.mode == "all":
         return train_all(**common, n_iter=args.n_iter, delay=args.delay, lifecycle=lifecycle)
     return train_step(**common, lifecycle=lifecycle)
+
+
+def run_lifecycle_mode(args: argparse.Namespace) -> int:
+    """--mode rollback, promote or history, after checking their options."""
+    from linreg.config import Settings, parse_storage_options
+
+    try:
+        check_lifecycle_options(args)
+        options = parse_storage_options(args.storage_option)
+    except ValueError as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_lifecycle(args, args.out or Settings.from_env().out_dir, options)
 
 
 def run_lifecycle(args: argparse.Namespace, out_dir: str, storage_options: dict) -> int:
@@ -254,6 +322,21 @@ def check_options(args: argparse.Namespace) -> None:
             raise ValueError(f"{option} {rule} (got {value})")
 
 
+def _features(args: argparse.Namespace) -> list[str] | None:
+    names = [name.strip() for name in args.features.split(",")] if args.features else []
+    names += args.feature
+    return names or None
+
+
+def _delimiter(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = {"tab": "\t", "\\t": "\t"}.get(value, value)
+    if len(value) != 1:
+        raise ValueError(f"--csv-delimiter must be one character (or 'tab'), got {value!r}")
+    return value
+
+
 def check_out_dir(out_dir: str) -> None:
     """``--out`` must be a directory this process can write (made if missing)."""
     path = Path(out_dir)
@@ -268,51 +351,63 @@ def check_out_dir(out_dir: str) -> None:
         raise ValueError(f"--out {out_dir}: not writable ({error.strerror})") from None
 
 
+def run_inputs(args: argparse.Namespace) -> tuple:
+    """The run's data, hyper-parameters, state block and output directory, from the
+    options; a ValueError or StateError names the first bad one."""
+    from linreg.config import DataConfig, HyperParams, Settings, parse_storage_options
+    from linreg.state import check_state_name
+    from linreg.synthetic import write_dataset
+
+    settings = Settings.from_env()
+    check_options(args)
+    source = args.data or _sample_data(settings.sample_dir, write_dataset)
+    data = DataConfig(
+        source=source,
+        target=args.target,
+        features=_features(args),
+        weight=args.weight,
+        csv_delimiter=_delimiter(args.csv_delimiter),
+        csv_decimal=args.csv_decimal,
+        csv_thousands=args.csv_thousands,
+        na_values=[token for token in (args.na_values or "").split(",") if token],
+        batch_rows=args.batch_rows,
+        test_fraction=args.test_fraction,
+        storage_options=parse_storage_options(args.storage_option),
+    )
+    hyperparams = HyperParams(
+        model=args.model, alpha=args.alpha, fit_intercept=not args.no_intercept
+    )
+    state_block = check_state_name(args.state_block or settings.state_block)
+    out_dir = args.out or settings.out_dir
+    if args.mode != "validate" and "://" not in out_dir:
+        check_out_dir(out_dir)
+    return data, hyperparams, state_block, out_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.mode in ("server-start", "server-stop"):
         return _local_server(args.mode)
 
-    from linreg.config import DataConfig, HyperParams, Settings, parse_storage_options
     from linreg.errors import DataError, ModelFileError, StateError
-    from linreg.state import check_state_name
-    from linreg.synthetic import write_dataset
 
-    settings = Settings.from_env()
     if args.mode in ("rollback", "promote", "history"):
-        try:
-            check_lifecycle_options(args)
-            options = parse_storage_options(args.storage_option)
-        except ValueError as error:
-            print(f"error: {_one_line(error)}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        return run_lifecycle(args, args.out or settings.out_dir, options)
+        return run_lifecycle_mode(args)
     try:
-        check_options(args)
         check_lifecycle_options(args)
-        source = args.data or _sample_data(settings.sample_dir, write_dataset)
-        data = DataConfig(
-            source=source,
-            target=args.target,
-            features=[name.strip() for name in args.features.split(",")] if args.features else None,
-            batch_rows=args.batch_rows,
-            test_fraction=args.test_fraction,
-            storage_options=parse_storage_options(args.storage_option),
-        )
-        hyperparams = HyperParams(model=args.model, alpha=args.alpha)
-        state_block = check_state_name(args.state_block or settings.state_block)
-        out_dir = args.out or settings.out_dir
-        if args.mode != "validate" and "://" not in out_dir:
-            check_out_dir(out_dir)
+        data, hyperparams, state_block, out_dir = run_inputs(args)
     except (ValueError, StateError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     # Everything checkable without Prefect or Dask is checked first: bad input fails in the
     # time of --mode validate, not after a server and a cluster have started.
-    status = _validate(data)
+    quiet = args.quiet or args.json
+    status = _validate(data, quiet=quiet and args.mode != "validate")
     if status or args.mode == "validate":
         return status
-    print(configure_environment())
+    server_line = configure_environment()
+    if not quiet:
+        print(server_line)
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
@@ -320,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.runtime import RuntimeConfig
 
     route_console_logs_to_stdout()
+    # On a terminal, a progress bar instead of a log line per batch (the logs still reach
+    # the Prefect UI); --quiet/--json: no console logs at all.
+    bar = not quiet and sys.stdout.isatty() and args.mode != "serve"
+    if quiet or bar:
+        quiet_console_logs()
     common = {
         "data": data,
         "hyperparams": hyperparams,
@@ -338,7 +438,10 @@ def main(argv: list[str] | None = None) -> int:
         # Nothing watches a CLI run's heartbeats (no worker; a killed call ends with the
         # process), and at exit Prefect joins the heartbeat thread, which sleeps in 1-s steps:
         # ~0.5 s per call. Deployment runs keep Prefect's default for zombie detection.
-        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with (
+            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+            _progress(bar),
+        ):
             result = run_training_flow(args, common)
     except (DataError, StateError, ModelFileError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
@@ -349,18 +452,68 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_FAILED
     if args.mode == "skip":
-        print(
-            f"skipped {result.batch} ({result.rows:,} rows) untrained; model version "
-            f"{result.version} stays"
-            if result.batch
-            else f"nothing to skip: every batch is trained (model version {result.version})"
-        )
-        return 0
-    _print_result(result, out_dir)
+        _print_skip(result, quiet, args.json)
+    elif args.json:
+        print(json.dumps(_summary(result, out_dir, state_block)))
+    elif not quiet:
+        _print_result(result, out_dir)
     return 0
 
 
-def _validate(data) -> int:
+def _print_skip(result, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"skipped": result.batch, "rows": result.rows, "version": result.version}))
+        return
+    if quiet:
+        return
+    print(
+        f"skipped {result.batch} ({result.rows:,} rows) untrained; model version "
+        f"{result.version} stays"
+        if result.batch
+        else f"nothing to skip: every batch is trained (model version {result.version})"
+    )
+
+
+def _progress(enabled: bool):
+    from contextlib import ExitStack
+
+    from cli.progress import RoundProgress
+    from linreg.training import batch_listener
+
+    stack = ExitStack()
+    if enabled:
+        progress = stack.enter_context(RoundProgress())
+        stack.enter_context(batch_listener(progress))
+    return stack
+
+
+def _summary(result, out_dir: str, state_block: str) -> dict:
+    """What ``--json`` prints: what a script needs to know of the run."""
+    out = out_dir.rstrip("/") if "://" in out_dir else str(Path(out_dir).resolve())
+    return {
+        "trained": result.trained,
+        "version": result.version,
+        "batches": result.batches,
+        "rows_trained": result.rows_trained,
+        "metrics": result.metrics,
+        "sha256": result.sha256,
+        "model": f"{out}/model.pkl",
+        "metadata": f"{out}/model.json",
+        "state_block": state_block,
+        "prefect_api_url": os.environ.get("PREFECT_API_URL"),
+    }
+
+
+def quiet_console_logs() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for logger in (logging.getLogger(), logging.getLogger("prefect")):
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setLevel(logging.WARNING)
+
+
+def _validate(data, quiet: bool = False) -> int:
     from linreg.errors import DataError
     from linreg.validation import validate_source
 
@@ -369,10 +522,14 @@ def _validate(data) -> int:
     except DataError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if quiet:
+        return 0
     print(
         f"{data.source}: {len(plan.files)} file(s), {plan.n_rows:,} rows; features "
         f"{', '.join(plan.features)}; target {plan.target}"
     )
+    for name, reason in plan.excluded_columns.items():
+        print(f"  not a feature: '{name}', {reason}")
     return 0
 
 

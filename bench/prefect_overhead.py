@@ -3,7 +3,9 @@ against the same domain step called bare. ``python -m bench.prefect_overhead --d
 
 Measured, each N times after one unmeasured warm-up call:
 
-- ``flow_default``: ``flows.train_step`` as users run it (its own new LocalCluster per run);
+- ``flow_default``: ``flows.train_step`` as the CLI runs it (default runtime: a batch this
+  small runs in the flow's process, no cluster; no heartbeat thread, as ``main.py`` sets);
+- ``flow_heartbeat``: the same with Prefect's default heartbeat (what deployment runs keep);
 - ``flow_cluster``: the same flow on a LocalCluster that outlives the runs (by address), so
   what remains over the bare step is Prefect's own work;
 - ``cluster``: starting and closing that LocalCluster alone;
@@ -160,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.simplefilter("ignore")
 
     from distributed import LocalCluster
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     from flows import train_step
@@ -177,12 +180,15 @@ def main(argv: list[str] | None = None) -> None:
         with LocalCluster(**kwargs):
             pass
 
+    cli_settings = temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
     timings: dict[str, list[float]] = {}
     profiles: dict[str, dict[str, float]] = {}
     timings["bare_round"] = _timed(bare_round, args.runs)
     timings["bare_step"] = _timed(bare_step, args.runs)
     timings["cluster"] = _timed(cluster_lifecycle, args.runs)
     with prefect_test_harness(server_startup_timeout=120):
+        timings["flow_heartbeat"] = _timed(_flow_call(train_step, *where), args.runs)
+        cli_settings.__enter__()  # as main.py runs flows: no heartbeat thread to join
         timings["flow_default"] = _timed(_flow_call(train_step, *where), args.runs)
         with LocalCluster(**kwargs) as cluster:
             on_cluster = _flow_call(

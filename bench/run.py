@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -27,7 +29,7 @@ import numpy as np
 import psutil
 
 from bench import datasets
-from bench.cluster import process_cluster
+from bench.cluster import free_port, process_cluster
 from bench.measure import run_measured
 from bench.report import render_report, write_plots
 
@@ -262,6 +264,24 @@ def reference(bench: Bench, n_rows: int, data_dir: Path) -> None:
     measure(bench, "lstsq-reference", n_rows, data_dir, 0)
 
 
+@contextmanager
+def local_prefect_server(bench: Bench) -> Iterator[None]:
+    main_py = [sys.executable, str(PROJECT / "main.py")]
+    env = {**bench.env, "PREFECT_PORT": str(free_port())}
+    started = subprocess.run(
+        [*main_py, "--mode", "server-start"], env=env, capture_output=True, text=True, check=False
+    )
+    if started.returncode != 0:
+        raise SystemExit(f"the local Prefect server did not start:\n{started.stderr[-2000:]}")
+    bench.log(started.stdout.strip())
+    try:
+        yield
+    finally:
+        subprocess.run(
+            [*main_py, "--mode", "server-stop"], env=env, capture_output=True, check=False
+        )
+
+
 def warm_up(bench: Bench) -> None:
     """One unrecorded CLI run, so the embedded Prefect database exists before timing."""
     small = datasets.ensure_small(
@@ -333,6 +353,25 @@ def prefect_overhead(bench: Bench) -> None:
     )
 
 
+def cli_step(bench: Bench) -> None:
+    spec = bench.config["data"]
+    rows = spec["overhead_rows"]
+    data = datasets.ensure_small(bench.root, spec, 6 * rows)
+    bench.log(
+        "CLI step: python main.py --mode single (local / temporary server) vs the seed's step"
+    )
+    command = [sys.executable, "-m", "bench.cli_step", "--data", str(data)]
+    command += ["--batch-rows", str(rows), "--runs", "3"]
+    run = run_measured(
+        command, bench.env, str(PROJECT), bench.config["training"]["timeout_seconds"]
+    )
+    if run.returncode != 0 or run.result is None:
+        bench.record("cli-step", error=run.stderr[-2000:])
+        bench.log("CLI step: FAILED")
+        return
+    bench.record("cli-step", **run.result)
+
+
 def learning_curve(bench: Bench) -> None:
     spec = bench.profile["learning_curve"]
     data_dir = datasets.ensure_size(bench.root, bench.config["data"], spec["rows"])
@@ -367,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument(
         "--only",
-        help="comma-separated parts to run: training,scale-out,overhead,learning-curve",
+        help="comma-separated parts to run: training,scale-out,overhead,cli,learning-curve",
     )
     parser.add_argument(
         "--report-from", type=Path, help="only re-render the report and charts of a .jsonl file"
@@ -401,13 +440,18 @@ def main(argv: list[str] | None = None) -> int:
     for n_rows in profile["sizes"]:
         datasets.ensure_size(root, config["data"], n_rows)
     if parts & {"training", "scale-out"}:
-        warm_up(bench)
-    if "training" in parts:
-        training_grid(bench)
-    if "scale-out" in parts:
-        scale_out(bench)
+        # The training runs use the local Prefect server as `make run` leaves it (started
+        # once, reused by every call); the CLI part times the calls with no server running.
+        with local_prefect_server(bench):
+            warm_up(bench)
+            if "training" in parts:
+                training_grid(bench)
+            if "scale-out" in parts:
+                scale_out(bench)
     if "overhead" in parts:
         prefect_overhead(bench)
+    if "cli" in parts:
+        cli_step(bench)
     if "learning-curve" in parts:
         learning_curve(bench)
     elapsed = time.monotonic() - bench.started

@@ -29,9 +29,23 @@ class DataConfig(BaseModel):
     features: list[str] | None = Field(
         None, description="Feature columns; default: every numeric column but the target."
     )
+    weight: str | None = Field(
+        None, description="Column of sample weights (finite, >= 0): weighted least squares."
+    )
     batch_rows: int = Field(100_000, ge=1, description="Rows per training batch.")
     test_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="Share of rows held out for evaluation."
+    )
+    csv_delimiter: str | None = Field(
+        None, description="CSV field delimiter; default: detected from the header line."
+    )
+    csv_decimal: str = Field(".", min_length=1, max_length=1, description="CSV decimal mark.")
+    csv_thousands: str | None = Field(
+        None, max_length=1, description="CSV thousands separator in numbers, e.g. ','."
+    )
+    na_values: list[str] = Field(
+        default_factory=list,
+        description="More CSV tokens meaning missing (beyond empty, NA, N/A, NaN, null).",
     )
     storage_options: dict[str, Any] = Field(
         default_factory=dict,
@@ -67,6 +81,9 @@ class HyperParams(BaseModel):
 
     model: ModelKind = Field("sgd", description="sgd: SGDRegressor; ols: exact least squares.")
     alpha: float = Field(0.0, ge=0.0, description="L2 penalty (ridge for ols).")
+    fit_intercept: bool = Field(
+        True, description="False fits through the origin (no intercept), both models."
+    )
     learning_rate: Literal["invscaling", "constant", "adaptive", "optimal"] = Field(
         "invscaling", description="SGD learning-rate schedule."
     )

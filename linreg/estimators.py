@@ -35,6 +35,9 @@ class IncrementalLinearRegression(RegressorMixin, BaseEstimator):
     ----------
     alpha : float, default=0.0
         L2 penalty on the coefficients (not the intercept), as in ``Ridge``.
+    fit_intercept : bool, default=True
+        False fits through the origin (``intercept_`` is 0.0), exactly, from the same
+        statistics.
 
     Attributes
     ----------
@@ -61,8 +64,9 @@ class IncrementalLinearRegression(RegressorMixin, BaseEstimator):
     ([2.0, -1.0], 3.0)
     """
 
-    def __init__(self, *, alpha: float = 0.0) -> None:
+    def __init__(self, *, alpha: float = 0.0, fit_intercept: bool = True) -> None:
         self.alpha = alpha
+        self.fit_intercept = fit_intercept
 
     def _reset(self) -> None:
         for name in (
@@ -76,16 +80,18 @@ class IncrementalLinearRegression(RegressorMixin, BaseEstimator):
         ):
             self.__dict__.pop(name, None)
 
-    def fit(self, X, y) -> IncrementalLinearRegression:
+    def fit(self, X, y, sample_weight=None) -> IncrementalLinearRegression:
         """Fit on ``X`` (n_samples, n_features) and ``y`` (n_samples,) from scratch."""
         self._reset()
-        return self.partial_fit(X, y)
+        return self.partial_fit(X, y, sample_weight)
 
-    def partial_fit(self, X, y) -> IncrementalLinearRegression:
+    def partial_fit(self, X, y, sample_weight=None) -> IncrementalLinearRegression:
         """Add the rows of ``X``, ``y`` to what has been seen and re-solve."""
         first_call = not hasattr(self, "stats_")
         X, y = validate_data(self, X, y, reset=first_call, dtype=np.float64, y_numeric=True)
-        return self.merge_stats(LeastSquaresStats.from_arrays(X, y))
+        if sample_weight is not None:
+            sample_weight = _checked_weights(sample_weight, len(X))
+        return self.merge_stats(LeastSquaresStats.from_arrays(X, y, sample_weight))
 
     def merge_stats(
         self, stats: LeastSquaresStats, feature_names: Sequence[str] | None = None
@@ -103,7 +109,9 @@ class IncrementalLinearRegression(RegressorMixin, BaseEstimator):
         names = feature_names
         if names is None and hasattr(self, "feature_names_in_"):
             names = list(self.feature_names_in_)
-        coef, intercept, rank = solve_least_squares(merged, self.alpha, names, strict=False)
+        coef, intercept, rank = solve_least_squares(
+            merged, self.alpha, names, strict=False, fit_intercept=self.fit_intercept
+        )
         self.stats_ = merged
         self.coef_, self.intercept_, self.rank_ = coef, intercept, rank
         self.n_samples_seen_ = merged.n
@@ -142,6 +150,9 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
     ----------
     alpha : float, default=0.0
         L2 penalty, on the standardised problem.
+    fit_intercept : bool, default=True
+        False fits through the origin: features and target are scaled but not centred,
+        and ``intercept_`` is 0.0.
     learning_rate, eta0, power_t, average, random_state
         As in ``SGDRegressor``.
 
@@ -165,7 +176,9 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         power_t: float = 0.25,
         average: bool = False,
         random_state: int = 0,
+        fit_intercept: bool = True,
     ) -> None:
+        self.fit_intercept = fit_intercept
         self.alpha = alpha
         self.learning_rate = learning_rate
         self.eta0 = eta0
@@ -184,6 +197,7 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
             average=self.average,
             random_state=self.random_state,
             shuffle=True,
+            fit_intercept=self.fit_intercept,
         )
 
     def _reset(self) -> None:
@@ -199,28 +213,37 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         ):
             self.__dict__.pop(name, None)
 
-    def fit(self, X, y) -> StandardizedSGDRegressor:
+    def fit(self, X, y, sample_weight=None) -> StandardizedSGDRegressor:
         """One SGD epoch over ``X`` (n_samples, n_features), ``y`` (n_samples,), from scratch."""
         self._reset()
-        return self.partial_fit(X, y)
+        return self.partial_fit(X, y, sample_weight)
 
-    def partial_fit(self, X, y) -> StandardizedSGDRegressor:
+    def partial_fit(self, X, y, sample_weight=None) -> StandardizedSGDRegressor:
         """Update the running statistics, then take SGD steps over this batch."""
         first_call = not hasattr(self, "sgd_")
         X, y = validate_data(self, X, y, reset=first_call, dtype=np.float64, y_numeric=True)
         if first_call:
-            self.x_scaler_, self.y_scaler_, self.sgd_ = StandardScaler(), StandardScaler(), None
+            centre = self.fit_intercept
+            self.x_scaler_ = StandardScaler(with_mean=centre)
+            self.y_scaler_ = StandardScaler(with_mean=centre)
+            self.sgd_ = None
             self.n_samples_seen_ = 0
         if len(X) == 0:
             return self
         targets = y.reshape(-1, 1)
-        self.x_scaler_.partial_fit(X)
-        self.y_scaler_.partial_fit(targets)
+        if sample_weight is not None:
+            sample_weight = _checked_weights(sample_weight, len(X))
+        self.x_scaler_.partial_fit(X, sample_weight=sample_weight)
+        self.y_scaler_.partial_fit(targets, sample_weight=sample_weight)
         sgd = self.sgd_ if self.sgd_ is not None else self._new_sgd()
         sgd.set_params(
             alpha=self.alpha, learning_rate=self.learning_rate, eta0=self.eta0, power_t=self.power_t
         )
-        sgd.partial_fit(self.x_scaler_.transform(X), self.y_scaler_.transform(targets).ravel())
+        sgd.partial_fit(
+            self.x_scaler_.transform(X),
+            self.y_scaler_.transform(targets).ravel(),
+            sample_weight=sample_weight,
+        )
         self.sgd_ = sgd
         self.n_samples_seen_ += len(X)
         self._update_raw_coefficients()
@@ -231,6 +254,9 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         y_mean, y_scale = self.y_scaler_.mean_[0], self.y_scaler_.scale_[0]
         weights = np.ravel(self.sgd_.coef_)
         self.coef_ = weights * y_scale / x_scale
+        if not self.fit_intercept:
+            self.intercept_ = 0.0
+            return
         self.intercept_ = float(y_mean + y_scale * self.sgd_.intercept_[0] - self.coef_ @ x_mean)
 
     def predict(self, X) -> np.ndarray:
@@ -266,8 +292,8 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
     @classmethod
     def from_state(cls, state: dict[str, Any], **params: Any) -> StandardizedSGDRegressor:
         model = cls(**params)
-        model.x_scaler_ = _scaler_from_state(state["x_scaler"])
-        model.y_scaler_ = _scaler_from_state(state["y_scaler"])
+        model.x_scaler_ = _scaler_from_state(state["x_scaler"], model.fit_intercept)
+        model.y_scaler_ = _scaler_from_state(state["y_scaler"], model.fit_intercept)
         sgd = model._new_sgd()
         coef = np.asarray(state["sgd"]["coef"], dtype=np.float64)
         sgd.coef_ = coef.copy()
@@ -291,6 +317,19 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         return model
 
 
+def _checked_weights(sample_weight, n_samples: int) -> np.ndarray:
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.ndim == 0:
+        weights = np.full(n_samples, float(weights))
+    if weights.shape != (n_samples,):
+        raise ValueError(f"sample_weight.shape == {weights.shape}, expected ({n_samples},)")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError("sample_weight must be finite and non-negative")
+    if n_samples and not np.any(weights):
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    return weights
+
+
 def _names_state(estimator: BaseEstimator) -> dict[str, Any]:
     if hasattr(estimator, "feature_names_in_"):
         return {"feature_names": [str(name) for name in estimator.feature_names_in_]}
@@ -306,8 +345,8 @@ def _scaler_state(scaler: StandardScaler) -> dict[str, Any]:
     }
 
 
-def _scaler_from_state(state: dict[str, Any]) -> StandardScaler:
-    scaler = StandardScaler()
+def _scaler_from_state(state: dict[str, Any], centre: bool = True) -> StandardScaler:
+    scaler = StandardScaler(with_mean=centre)
     scaler.mean_ = np.asarray(state["mean"], dtype=np.float64)
     scaler.var_ = np.asarray(state["var"], dtype=np.float64)
     scaler.n_samples_seen_ = np.int64(state["n"])
@@ -321,7 +360,9 @@ def make_estimator(
 ) -> IncrementalLinearRegression | StandardizedSGDRegressor:
     """A fresh estimator of ``kind`` ("sgd" or "ols") with the given hyper-parameters."""
     if kind == "ols":
-        return IncrementalLinearRegression(alpha=params.get("alpha", 0.0))
+        return IncrementalLinearRegression(
+            alpha=params.get("alpha", 0.0), fit_intercept=params.get("fit_intercept", True)
+        )
     if kind == "sgd":
         return StandardizedSGDRegressor(**params)
     raise ValueError(f"unknown model '{kind}' (expected 'sgd' or 'ols')")
@@ -333,7 +374,9 @@ def estimator_from_state(
     """Rebuild a fitted estimator from :meth:`get_state` data with current hyper-parameters."""
     kind = state.get("kind")
     if kind == "ols":
-        return IncrementalLinearRegression.from_state(state, alpha=params.get("alpha", 0.0))
+        return IncrementalLinearRegression.from_state(
+            state, alpha=params.get("alpha", 0.0), fit_intercept=params.get("fit_intercept", True)
+        )
     if kind == "sgd":
         return StandardizedSGDRegressor.from_state(state, **params)
     raise ValueError(f"saved estimator state has unknown kind {kind!r}")

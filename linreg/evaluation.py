@@ -37,7 +37,8 @@ def regression_metrics(
         sse = holdout.residual_sum_of_squares(coef, intercept)
         sst = holdout.total_sum_of_squares()
         metrics["n_test"] = holdout.n
-        metrics["rmse"] = math.sqrt(max(sse, 0.0) / holdout.n)
+        weight_sum = holdout.weight_sum or holdout.n
+        metrics["rmse"] = math.sqrt(max(sse, 0.0) / weight_sum)
         metrics["r2"] = 1.0 - sse / sst if sst > 0.0 else None
     if x_latest is not None and y_latest is not None and len(y_latest):
         metrics["mae"] = float(np.mean(np.abs(y_latest - (x_latest @ coef + intercept))))

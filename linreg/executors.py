@@ -116,8 +116,10 @@ class DaskExecutor:
                 state["accumulator"] = strategy.fold(state["accumulator"], summary, features)
                 summary = summary.without_train()
             on_summary(index, summary)
+        from distributed import Future  # the Dask executor is the only one that needs it
+
         result = state["accumulator"]
-        return result.result() if hasattr(result, "result") else result
+        return result.result() if isinstance(result, Future) else result
 
 
 def _in_order(submit: Callable[[int], list[Any]], count: int, window: int) -> Iterator[list[Any]]:

@@ -72,6 +72,8 @@ class PreparedBatch:
     x_test: np.ndarray
     y_test: np.ndarray
     report: BatchReport
+    w_train: np.ndarray | None = None
+    w_test: np.ndarray | None = None
 
 
 @dataclass
@@ -87,15 +89,20 @@ class Design:
     n_valid: int
     x_shift: np.ndarray
     y_shift: float
+    weights: np.ndarray | None = None
 
     @property
     def valid(self) -> np.ndarray:
         return self.matrix[:, 0] != 0.0
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """The valid rows in raw units: features (n_valid, n_features), target (n_valid,)."""
+        """The rows of non-zero weight in raw units: features (n, n_features), target (n,).
+
+        A weighted design holds each row times √w (its ones column is √w), undone here.
+        """
         kept = self.matrix[self.valid] if self.n_valid < len(self.matrix) else self.matrix
-        return kept[:, 1:-1] + self.x_shift, kept[:, -1] + self.y_shift
+        root = kept[:, :1]
+        return kept[:, 1:-1] / root + self.x_shift, kept[:, -1] / root[:, 0] + self.y_shift
 
 
 class BatchReader:
@@ -111,11 +118,21 @@ class BatchReader:
     """
 
     def __init__(
-        self, batch: BatchSpec, columns: Sequence[str], test_fraction: float, centre: bool = True
+        self,
+        batch: BatchSpec,
+        columns: Sequence[str],
+        test_fraction: float,
+        centre: bool = True,
+        weight: str | None = None,
+        scale_rows: bool = True,
     ) -> None:
         self.batch = batch
         self.columns = list(columns)
         self.centre = centre
+        self.weight = weight
+        # ols: rows times √w, so the QR statistics are those of weighted least squares;
+        # sgd: the weights kept beside the rows, for partial_fit's sample_weight.
+        self.scale_rows = scale_rows
         self.masks = [
             holdout_mask(
                 segment.data_file.file_id,
@@ -133,13 +150,22 @@ class BatchReader:
         rows_read = rows_train = rows_test = 0
         for segment, mask in zip(self.batch.segments, self.masks, strict=True):
             offset = 0
-            for table in iter_tables(segment.data_file, self.columns, segment.start, segment.stop):
+            read_columns = self.columns + ([self.weight] if self.weight else [])
+            data_file = segment.data_file
+            for table in iter_tables(data_file, read_columns, segment.start, segment.stop):
                 is_test = mask[offset : offset + table.num_rows]
                 offset += table.num_rows
-                values = [column_values(segment.data_file, table, name) for name in self.columns]
+                first_row = segment.start + offset - table.num_rows
+                values = [column_values(data_file, table, name, first_row) for name in self.columns]
+                weights = None
+                if self.weight:
+                    weights = column_values(data_file, table, self.weight, first_row)
+                    _check_weights(data_file, self.weight, weights, first_row)
                 shift = _shift(values) if self.centre else np.zeros(len(values))
-                train = _design(values, None if not is_test.any() else ~is_test, shift, bad_counts)
-                test = _design(values, is_test, shift, bad_counts)
+                scaled = self.scale_rows
+                train_rows = None if not is_test.any() else ~is_test
+                train = _design(values, train_rows, shift, bad_counts, weights, scaled)
+                test = _design(values, is_test, shift, bad_counts, weights, scaled)
                 rows_train += train.n_valid
                 rows_test += test.n_valid
                 yield train, test
@@ -179,11 +205,28 @@ def _shift(values: Sequence[np.ndarray]) -> np.ndarray:
     return shift
 
 
+def _check_weights(data_file, name: str, weights: np.ndarray, first_row: int) -> None:
+    wrong = np.flatnonzero(~(np.isfinite(weights) & (weights >= 0)))
+    if len(wrong):
+        row = first_row + int(wrong[0])
+        where = f"line {row + 2}" if data_file.fmt == "csv" else f"row {row + 1}"
+        raise DataError(
+            f"{data_file.file_id} {where}: weight column '{name}' has {float(weights[wrong[0]])}; "
+            "weights must be finite and non-negative"
+        )
+
+
 def _design(
-    values: Sequence[np.ndarray], rows: np.ndarray | None, shift: np.ndarray, bad: np.ndarray
+    values: Sequence[np.ndarray],
+    rows: np.ndarray | None,
+    shift: np.ndarray,
+    bad: np.ndarray,
+    weights: np.ndarray | None = None,
+    scale_rows: bool = True,
 ) -> Design:
     """The rows selected by the boolean mask ``rows`` (None: all) as a :class:`Design`;
-    ``bad`` counts, per column, the values that made a row unusable."""
+    ``bad`` counts, per column, the values that made a row unusable. With ``weights``,
+    each row is multiplied by √w (``scale_rows``) or the weights are kept beside it."""
     index = None if rows is None else np.flatnonzero(rows)
     n = len(values[0]) if index is None else len(index)
     matrix = np.empty((n, len(values) + 1), order="F")
@@ -206,10 +249,19 @@ def _design(
             bad += (~finite).sum(axis=0)
             matrix[broken, :] = 0.0
             n_valid = n - len(broken)
-    return Design(matrix, n_valid, shift[:-1].copy(), float(shift[-1]))
+    kept_weights = None
+    if weights is not None:
+        selected = weights if index is None else weights[index]
+        if scale_rows:
+            matrix *= np.sqrt(selected)[:, None]
+        else:
+            kept_weights = selected
+    return Design(matrix, n_valid, shift[:-1].copy(), float(shift[-1]), kept_weights)
 
 
-def prepare_batch(batch: BatchSpec, columns: Sequence[str], test_fraction: float) -> PreparedBatch:
+def prepare_batch(
+    batch: BatchSpec, columns: Sequence[str], test_fraction: float, weight: str | None = None
+) -> PreparedBatch:
     """Read ``batch`` (``columns`` = features then target), drop rows with a missing or
     non-finite value, and split the rest by row identity.
 
@@ -218,24 +270,27 @@ def prepare_batch(batch: BatchSpec, columns: Sequence[str], test_fraction: float
 
     Raises :class:`DataError` if the batch has rows but none of them is usable.
     """
-    reader = BatchReader(batch, columns, test_fraction, centre=False)
-    train = _Rows(reader.max_train, len(columns))
-    test = _Rows(reader.max_test, len(columns))
+    reader = BatchReader(batch, columns, test_fraction, False, weight, scale_rows=False)
+    train = _Rows(reader.max_train, len(columns), weight is not None)
+    test = _Rows(reader.max_test, len(columns), weight is not None)
     for train_design, test_design in reader:
         train.append(train_design)
         test.append(test_design)
     x_train, y_train = train.features_and_target()
     x_test, y_test = test.features_and_target()
-    return PreparedBatch(x_train, y_train, x_test, y_test, reader.report)
+    return PreparedBatch(
+        x_train, y_train, x_test, y_test, reader.report, train.weights(), test.weights()
+    )
 
 
 class _Rows:
     """Preallocated C-ordered features and target (what scikit-learn takes), filled a chunk
     at a time with the valid rows of uncentred designs (at most ``capacity`` rows)."""
 
-    def __init__(self, capacity: int, width: int) -> None:
+    def __init__(self, capacity: int, width: int, weighted: bool = False) -> None:
         self.features = np.empty((capacity, width - 1), dtype=np.float64)
         self.target = np.empty(capacity, dtype=np.float64)
+        self.sample_weight = np.empty(capacity, dtype=np.float64) if weighted else None
         self.size = 0
 
     def append(self, design: Design) -> None:
@@ -243,7 +298,12 @@ class _Rows:
         end = self.size + design.n_valid
         self.features[self.size : end] = design.matrix[valid, 1:-1]
         self.target[self.size : end] = design.matrix[valid, -1]
+        if self.sample_weight is not None:
+            self.sample_weight[self.size : end] = design.weights[valid]
         self.size = end
+
+    def weights(self) -> np.ndarray | None:
+        return None if self.sample_weight is None else self.sample_weight[: self.size]
 
     def features_and_target(self) -> tuple[np.ndarray, np.ndarray]:
         # Contiguous views: rows dropped as incomplete leave a few unused rows at the end.

@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import posixpath
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fsspec.core import split_protocol, url_to_fs
@@ -68,8 +69,33 @@ _UNREACHABLE = frozenset({"EndpointConnectionError", "ConnectTimeoutError", "Cli
 
 
 @dataclass(frozen=True)
+class CsvFormat:
+    """How a CSV file is written: the options spreadsheets and other tools vary.
+
+    ``delimiter`` None detects it from the header line among ``, ; tab |``; ``na_values``
+    are added to the usual missing-value tokens (empty, NA, N/A, NaN, null, ...).
+    """
+
+    delimiter: str | None = None
+    decimal: str = "."
+    thousands: str | None = None
+    na_values: tuple[str, ...] = ()
+
+
+CSV_DELIMITERS = (",", ";", "\t", "|")
+# pyarrow's own defaults, which the added --na-values extend.
+CSV_NULLS = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+    "1.#QNAN", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class DataFile:
-    """One data file: where it is, its format, its rows and its columns."""
+    """One data file: where it is, its format, its rows and its columns.
+
+    ``excluded`` maps each column that cannot be a feature to why, with a sample value.
+    """
 
     file_id: str
     url: str
@@ -81,6 +107,8 @@ class DataFile:
     storage_options: StorageOptions = field(
         default_factory=dict, compare=False, hash=False, repr=False
     )
+    csv: CsvFormat = field(default_factory=CsvFormat, compare=False)
+    excluded: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 def canonical_source(source: str) -> str:
@@ -207,7 +235,21 @@ def _is_numeric(arrow_type: pa.DataType) -> bool:
         or pa.types.is_floating(arrow_type)
         or pa.types.is_decimal(arrow_type)
         or pa.types.is_null(arrow_type)
+        or pa.types.is_boolean(arrow_type)  # a 0/1 feature
     )
+
+
+def _exclusion(arrow_type: pa.DataType, sample: object) -> str:
+    """Why a column of ``arrow_type`` is not a default feature, with a sample value."""
+    if pa.types.is_temporal(arrow_type):
+        kind = "a date/time column"
+    elif pa.types.is_dictionary(arrow_type):
+        kind = "a dictionary-encoded (categorical) column"
+    elif pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        kind = "text"
+    else:
+        kind = f"of type {arrow_type}"
+    return f"{kind} (e.g. {sample!r})" if sample is not None else kind
 
 
 def _local_path(url: str) -> str | None:
@@ -222,9 +264,16 @@ def _open(url: str, storage_options: StorageOptions | None = None):
     ).open()
 
 
-def inspect_file(file_id: str, url: str, storage_options: StorageOptions | None = None) -> DataFile:
+def inspect_file(
+    file_id: str,
+    url: str,
+    storage_options: StorageOptions | None = None,
+    csv: CsvFormat | None = None,
+) -> DataFile:
     """Read the schema and row count of one file; any problem names the file."""
     options = dict(storage_options or {})
+    csv = csv or CsvFormat()
+    samples: dict[str, object] = {}
     fmt = file_format(url)
     if fmt is None:
         raise DataError(f"{file_id}: not a CSV or Parquet file")
@@ -235,7 +284,7 @@ def inspect_file(file_id: str, url: str, storage_options: StorageOptions | None 
                 schema = metadata.schema.to_arrow_schema()
                 n_rows = metadata.num_rows
         else:
-            schema, n_rows = _inspect_csv(url, options)
+            schema, n_rows, samples, csv = _inspect_csv(url, options, csv)
     except DataError as error:
         raise DataError(f"{file_id}: {error}") from None
     except FileNotFoundError:
@@ -255,18 +304,103 @@ def inspect_file(file_id: str, url: str, storage_options: StorageOptions | None 
     if duplicates:
         raise DataError(f"{file_id}: duplicate column names {duplicates}")
     numeric = frozenset(field.name for field in schema if _is_numeric(field.type))
-    return DataFile(file_id, url, fmt, n_rows, columns, numeric, options)
+    excluded = {
+        field.name: _exclusion(field.type, samples.get(field.name))
+        for field in schema
+        if field.name not in numeric
+    }
+    return DataFile(file_id, url, fmt, n_rows, columns, numeric, options, csv, excluded)
 
 
-def _inspect_csv(url: str, storage_options: StorageOptions) -> tuple[pa.Schema, int]:
+def _inspect_csv(
+    url: str, storage_options: StorageOptions, csv: CsvFormat
+) -> tuple[pa.Schema, int, dict[str, object], CsvFormat]:
+    """Schema (types inferred from the first block, numbers written with ``csv.thousands``
+    or ``csv.decimal`` included), row count, a sample value per text column, and the format
+    with its delimiter detected. Rows are counted without converting any value, so a bad cell
+    far down fails only the run that uses its column, naming it there."""
     with _open(url, storage_options) as handle:
-        if not handle.read(1):
-            raise DataError("empty file (no header)")
+        head = handle.read(1 << 16)
+    if not head:
+        raise DataError("empty file (no header)")
+    if csv.delimiter is None:
+        csv = replace(csv, delimiter=_detect_delimiter(head))
+    parse = pacsv.ParseOptions(delimiter=csv.delimiter)
+    convert = _convert_options(csv)
     with _open(url, storage_options) as handle:
-        reader = pacsv.open_csv(handle)
+        reader = pacsv.open_csv(handle, parse_options=parse, convert_options=convert)
         schema = reader.schema
-        n_rows = sum(batch.num_rows for batch in reader)
-    return schema, n_rows
+        first = next(iter(reader), None)  # None: a header-only file
+    fields, samples = [], {}
+    for inferred in schema:
+        column = first.column(inferred.name) if first is not None else None
+        kind = inferred.type
+        if column is not None and pa.types.is_string(kind):
+            if _parses_as_numbers(column, csv):
+                kind = pa.float64()
+            else:
+                samples[inferred.name] = _first_non_number(column, csv)
+        fields.append(pa.field(inferred.name, kind))
+    with _open(url, storage_options) as handle:
+        names = schema.names[:1]
+        counter = pacsv.open_csv(
+            handle,
+            parse_options=parse,
+            convert_options=pacsv.ConvertOptions(
+                include_columns=names, column_types={name: pa.string() for name in names}
+            ),
+        )
+        n_rows = sum(batch.num_rows for batch in counter)
+    return pa.schema(fields), n_rows, samples, csv
+
+
+def _detect_delimiter(head: bytes) -> str:
+    """The candidate delimiter that occurs most often in the header line, outside quotes."""
+    line = head.decode("utf-8", errors="replace").splitlines()[0] if head.strip() else ""
+    unquoted = "".join(part for index, part in enumerate(line.split('"')) if index % 2 == 0)
+    counts = {candidate: unquoted.count(candidate) for candidate in CSV_DELIMITERS}
+    best = max(counts, key=counts.__getitem__)
+    return best if counts[best] else ","
+
+
+def _convert_options(csv: CsvFormat, **extra: Any) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
+        null_values=[*CSV_NULLS, *csv.na_values],
+        strings_can_be_null=True,
+        decimal_point=csv.decimal,
+        **extra,
+    )
+
+
+def _normalised_numbers(column: pa.Array, csv: CsvFormat) -> pa.Array:
+    """Text written with a thousands separator or decimal comma, as ``1234.5`` text."""
+    if csv.thousands:
+        column = pc.replace_substring(column, csv.thousands, "")
+    if csv.decimal != ".":
+        column = pc.replace_substring(column, csv.decimal, ".")
+    return pc.utf8_trim_whitespace(column)
+
+
+def _first_non_number(column: pa.Array, csv: CsvFormat) -> str | None:
+    """The first value of a text column that is not a number: the one to show a user."""
+    texts = _normalised_numbers(column, csv).to_pylist()
+    for raw, text in zip(column.to_pylist(), texts, strict=True):
+        if text:
+            try:
+                float(text)
+            except ValueError:
+                return raw
+    return None
+
+
+def _parses_as_numbers(column: pa.Array, csv: CsvFormat) -> bool:
+    if column.null_count == len(column):
+        return False
+    try:
+        _normalised_numbers(column, csv).cast(pa.float64())
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _first_line(error: BaseException) -> str:
@@ -291,10 +425,12 @@ def iter_rows(
 ) -> Iterator[np.ndarray]:
     """Rows ``[start, stop)`` of ``columns`` as consecutive float64 arrays of at most
     :data:`CHUNK_ROWS` rows, so a caller holds one chunk of the file at a time."""
+    first_row = start
     for table in iter_tables(data_file, columns, start, stop):
         block = np.empty((table.num_rows, len(columns)), dtype=np.float64)
         for position, name in enumerate(columns):
-            block[:, position] = column_values(data_file, table, name)
+            block[:, position] = column_values(data_file, table, name, first_row)
+        first_row += table.num_rows
         yield block
 
 
@@ -322,12 +458,18 @@ def iter_tables(
         tables.close()
 
 
-def column_values(data_file: DataFile, table: pa.RecordBatch | pa.Table, name: str) -> np.ndarray:
-    """One column of a chunk as a 1-d float64 (or integer) array, missing values as NaN;
-    zero-copy for a float64 column without nulls."""
+def column_values(
+    data_file: DataFile, table: pa.RecordBatch | pa.Table, name: str, first_row: int = 0
+) -> np.ndarray:
+    """One column of a chunk as a 1-d float64 array, missing values as NaN; zero-copy for a
+    float64 column without nulls. CSV columns arrive as text (``first_row`` is the chunk's
+    first data row in its file): a value that is not a number is one error naming the file,
+    the column, the line and the value."""
     column = table.column(name)
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    if data_file.fmt == "csv" and pa.types.is_string(column.type):
+        return _csv_numbers(data_file, column, name, first_row)
     if not _is_numeric(column.type):
         raise DataError(f"{data_file.file_id}: column '{name}' is not numeric ({column.type})")
     if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
@@ -371,17 +513,46 @@ def _parquet_slices(
                 return
 
 
+def _csv_numbers(data_file: DataFile, column: pa.Array, name: str, first_row: int) -> np.ndarray:
+    text = _normalised_numbers(column, data_file.csv)
+    try:
+        return text.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        pass
+    for offset, value in enumerate(text.to_pylist()):
+        if value is None:
+            continue
+        try:
+            float(value)
+        except ValueError:
+            # Line numbers as an editor shows them: the header is line 1.
+            line = first_row + offset + 2
+            raw = column[offset].as_py()
+            raise DataError(
+                f"{data_file.file_id} line {line}: column '{name}' has a non-numeric value "
+                f"{raw!r} (mark such tokens missing with --na-values)"
+            ) from None
+    raise DataError(f"{data_file.file_id}: column '{name}' is not numeric")
+
+
 def _csv_blocks(
     data_file: DataFile, columns: Sequence[str], start: int, stop: int
 ) -> Generator[pa.RecordBatch, None, None]:
-    convert = pacsv.ConvertOptions(
-        include_columns=list(columns), column_types={name: pa.float64() for name in columns}
+    # Only the columns a run uses are parsed, as text: numbers are converted (and a bad one
+    # reported by line) in column_values.
+    convert = _convert_options(
+        data_file.csv,
+        include_columns=list(columns),
+        column_types={name: pa.string() for name in columns},
     )
+    parse = pacsv.ParseOptions(delimiter=data_file.csv.delimiter or ",")
     read = pacsv.ReadOptions(skip_rows_after_names=start)
     wanted = stop - start
     with _open(data_file.url, data_file.storage_options) as handle:
         try:
-            reader = pacsv.open_csv(handle, read_options=read, convert_options=convert)
+            reader = pacsv.open_csv(
+                handle, read_options=read, parse_options=parse, convert_options=convert
+            )
             for block in reader:
                 rows = block.slice(0, wanted)
                 wanted -= rows.num_rows

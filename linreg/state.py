@@ -19,7 +19,9 @@ from linreg.errors import StateError
 from linreg.sources import canonical_source
 
 
-def fingerprint(source: str, features: list[str], target: str, model: str) -> str:
+def fingerprint(
+    source: str, features: list[str], target: str, model: str, weight: str | None = None
+) -> str:
     """A stable digest of what a model is trained on; a change means a different model."""
     identity = {
         "source": canonical_source(source),
@@ -27,6 +29,8 @@ def fingerprint(source: str, features: list[str], target: str, model: str) -> st
         "target": target,
         "model": model,
     }
+    if weight is not None:  # unweighted models keep the digest they always had
+        identity["weight"] = weight
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -58,11 +62,17 @@ class TrainingState(BaseModel):
 
     @classmethod
     def fresh(
-        cls, source: str, features: list[str], target: str, model: str, version: int = 0
+        cls,
+        source: str,
+        features: list[str],
+        target: str,
+        model: str,
+        version: int = 0,
+        weight: str | None = None,
     ) -> TrainingState:
         return cls(
             version=version,
-            fingerprint=fingerprint(source, features, target, model),
+            fingerprint=fingerprint(source, features, target, model, weight),
             source=source,
             features=features,
             target=target,

@@ -49,9 +49,14 @@ class LeastSquaresStats:
 
     @classmethod
     def from_arrays(
-        cls, x: np.ndarray, y: np.ndarray, block_rows: int = 65_536
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        block_rows: int = 65_536,
     ) -> LeastSquaresStats:
-        """Statistics of the rows of ``x`` (n_samples, n_features) and ``y`` (n_samples,).
+        """Statistics of the rows of ``x`` (n_samples, n_features) and ``y`` (n_samples,),
+        each row scaled by √w when ``sample_weight`` is given (weighted least squares).
 
         The rows are taken ``block_rows`` at a time, each block centred on its own mean and
         factored in place (:meth:`from_matrix`), and the blocks merged as a pairwise tree
@@ -68,6 +73,8 @@ class LeastSquaresStats:
             matrix[:, 0] = 1.0
             np.subtract(x_block, x_shift, out=matrix[:, 1 : p + 1])
             np.subtract(y_block, y_shift, out=matrix[:, p + 1])
+            if sample_weight is not None:
+                matrix *= np.sqrt(sample_weight[start : start + block_rows])[:, None]
             blocks.append(cls.from_matrix(matrix, len(x_block), x_shift, y_shift))
         return cls.merge_all(blocks)
 
@@ -148,6 +155,22 @@ class LeastSquaresStats:
         v[-1] = 1.0
         return float(np.sum((self.r @ v) ** 2))
 
+    def uncentred_r(self) -> np.ndarray:
+        """The (n_features + 1)-square R factor of the raw ``[X, y]`` (no ones column), for
+        fits through the origin: ``[X, y] = [1, X - c, y - d] M`` with ``M`` adding the
+        shifts back, so the R of ``R M`` is exactly that of ``[X, y]``."""
+        p = self.n_features
+        m = np.zeros((p + 2, p + 1))
+        m[0, :p], m[0, p] = self.x_shift, self.y_shift
+        m[1 : p + 1, :p] = np.eye(p)
+        m[p + 1, p] = 1.0
+        return _square_r(np.linalg.qr(self.r @ m, mode="r"), p + 1)
+
+    @property
+    def weight_sum(self) -> float:
+        """Σw over the rows (their count when unweighted): ``R[0, 0]²``."""
+        return float(self.r[0, 0] ** 2)
+
     def total_sum_of_squares(self) -> float:
         """Sum of squared deviations of the target from its mean."""
         return float(np.sum(self.r[1:, -1] ** 2))
@@ -194,8 +217,10 @@ def solve_least_squares(
     alpha: float = 0.0,
     feature_names: Sequence[str] | None = None,
     strict: bool = True,
+    fit_intercept: bool = True,
 ) -> tuple[np.ndarray, float, int]:
-    """Coefficients, intercept and rank minimising ``||y - X b - b0||² + alpha ||b||²``.
+    """Coefficients, intercept and rank minimising ``||y - X b - b0||² + alpha ||b||²``
+    (``b0 = 0`` without ``fit_intercept``: a fit through the origin).
 
     The intercept is not penalised, as in scikit-learn's ``Ridge``. When ``alpha == 0`` and
     the solution is not unique (too few rows, or dependent features), ``strict`` raises
@@ -206,8 +231,12 @@ def solve_least_squares(
     names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(p)]
     if stats.n == 0:
         raise SingularSystemError("no training rows")
-    r_xx = stats.r[1 : p + 1, 1 : p + 1]
-    r_xy = stats.r[1 : p + 1, -1]
+    if fit_intercept:
+        r_xx = stats.r[1 : p + 1, 1 : p + 1]
+        r_xy = stats.r[1 : p + 1, -1]
+    else:
+        r_raw = stats.uncentred_r()
+        r_xx, r_xy = r_raw[:p, :p], r_raw[:p, p]
     rank = p
     if alpha > 0.0:
         augmented = np.vstack([r_xx, np.sqrt(alpha) * np.eye(p)])
@@ -215,16 +244,26 @@ def solve_least_squares(
         q, r_ridge = np.linalg.qr(augmented)
         coef = solve_triangular(r_ridge, q.T @ rhs)
     else:
-        left, singular_values, right = np.linalg.svd(r_xx)
+        # Rank and solution from the column-scaled factor R D⁻¹ (D = the centred columns'
+        # norms): a full-rank design is solved however differently its columns are scaled
+        # (Filip's ten powers of x span 1e-1 to 1e9), and only a truly dependent or constant
+        # column is deficient. Householder QR is column-wise backward stable, so R D⁻¹ is
+        # the accurate R of the scaled design.
+        norms = np.linalg.norm(r_xx, axis=0)
+        scale = np.where(norms > 0.0, norms, 1.0)
+        scaled = r_xx / scale
+        left, singular_values, right = np.linalg.svd(scaled)
         tolerance = singular_values[0] * max(stats.n, p) * np.finfo(np.float64).eps
         rank = int(np.sum(singular_values > tolerance)) if singular_values[0] > 0 else 0
         if rank == p:
-            coef = solve_triangular(r_xx, r_xy)
+            coef = solve_triangular(scaled, r_xy) / scale
         elif strict:
             raise SingularSystemError(_singular_message(stats.n, p, right[-1], names))
         else:
             kept = slice(0, rank)
-            coef = right[kept].T @ ((left[:, kept].T @ r_xy) / singular_values[kept])
+            coef = right[kept].T @ ((left[:, kept].T @ r_xy) / singular_values[kept]) / scale
+    if not fit_intercept:
+        return coef, 0.0, rank
     x_mean, y_mean = stats.means
     return coef, float(y_mean - x_mean @ coef), rank
 

@@ -77,10 +77,14 @@ class OlsAccumulator:
 
 class OlsStrategy:
     """Exact least squares: each batch becomes QR statistics where it is read (a chunk in
-    memory at a time); the driver merges them in batch order and solves once per round."""
+    memory at a time); the driver merges them in batch order and solves once per round.
+    With a ``weight`` column, rows are scaled by √w: weighted least squares."""
 
     kind: ClassVar[str] = "ols"
     fold_where_summarised: ClassVar[bool] = False
+
+    def __init__(self, weight: str | None = None) -> None:
+        self.weight = weight
 
     def start(
         self, estimator_state: dict[str, Any] | None, hyperparams: HyperParams
@@ -90,7 +94,7 @@ class OlsStrategy:
     def summarise(
         self, batch: BatchSpec, columns: Sequence[str], test_fraction: float, keep_test_rows: bool
     ) -> BatchSummary:
-        reader = BatchReader(batch, columns, test_fraction)
+        reader = BatchReader(batch, columns, test_fraction, weight=self.weight)
         train_parts, test_parts, kept = [], [], []
         for train, test in reader:
             if keep_test_rows and test.n_valid:
@@ -128,7 +132,13 @@ class OlsStrategy:
         )
         try:
             # The estimator would return a minimum-norm solution; a product refuses one.
-            solve_least_squares(merged, estimator.alpha, list(features), strict=True)
+            solve_least_squares(
+                merged,
+                estimator.alpha,
+                list(features),
+                strict=True,
+                fit_intercept=estimator.fit_intercept,
+            )
         except SingularSystemError as error:
             raise DataError(f"cannot fit ols on {merged.n} training rows: {error}") from None
         return estimator.merge_stats(batch_stats, feature_names=list(features))
@@ -145,6 +155,9 @@ class SgdStrategy:
     kind: ClassVar[str] = "sgd"
     fold_where_summarised: ClassVar[bool] = True
 
+    def __init__(self, weight: str | None = None) -> None:
+        self.weight = weight
+
     def start(
         self, estimator_state: dict[str, Any] | None, hyperparams: HyperParams
     ) -> StandardizedSGDRegressor:
@@ -153,11 +166,13 @@ class SgdStrategy:
     def summarise(
         self, batch: BatchSpec, columns: Sequence[str], test_fraction: float, keep_test_rows: bool
     ) -> BatchSummary:
-        prepared = prepare_batch(batch, columns, test_fraction)
+        prepared = prepare_batch(batch, columns, test_fraction, self.weight)
         return BatchSummary(
             report=prepared.report,
-            holdout=LeastSquaresStats.from_arrays(prepared.x_test, prepared.y_test),
-            train=(prepared.x_train, prepared.y_train),
+            holdout=LeastSquaresStats.from_arrays(
+                prepared.x_test, prepared.y_test, prepared.w_test
+            ),
+            train=(prepared.x_train, prepared.y_train, prepared.w_train),
             x_test=prepared.x_test if keep_test_rows else None,
             y_test=prepared.y_test if keep_test_rows else None,
         )
@@ -165,13 +180,16 @@ class SgdStrategy:
     def fold(
         self, accumulator: StandardizedSGDRegressor, summary: BatchSummary, features: Sequence[str]
     ) -> StandardizedSGDRegressor:
-        x_train, y_train = summary.train
+        x_train, y_train, w_train = summary.train
         # In slices: each partial_fit standardises a copy of its rows, so the copy stays
         # ~10 MiB instead of a second batch (a batch of 1M rows x 20 features is 160 MiB).
         for start in range(0, len(y_train), SGD_FOLD_ROWS):
             rows = slice(start, start + SGD_FOLD_ROWS)
             frame = pd.DataFrame(x_train[rows], columns=list(features), copy=False)
-            accumulator.partial_fit(frame, y_train[rows])
+            weights = None if w_train is None else w_train[rows]
+            if weights is not None and not weights.any():
+                continue  # nothing to learn from rows of weight zero
+            accumulator.partial_fit(frame, y_train[rows], sample_weight=weights)
         return accumulator
 
     def finish(
@@ -183,9 +201,10 @@ class SgdStrategy:
 STRATEGIES: dict[str, type[ModelStrategy]] = {"ols": OlsStrategy, "sgd": SgdStrategy}
 
 
-def strategy_for(kind: str) -> ModelStrategy:
+def strategy_for(kind: str, weight: str | None = None) -> ModelStrategy:
+    """The strategy of model ``kind``; ``weight`` names a column of sample weights."""
     try:
-        return STRATEGIES[kind]()
+        return STRATEGIES[kind](weight)
     except KeyError:
         raise ValueError(f"unknown model '{kind}' (expected one of {sorted(STRATEGIES)})") from None
 

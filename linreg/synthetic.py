@@ -78,6 +78,26 @@ def write_dataset(
     return truth
 
 
+def append_rows(
+    out_dir: str | Path, n_rows: int, shard_rows: int = 20_000, nan_fraction: float = 0.001
+) -> list[Path]:
+    """New shards after the existing ones, drawn from the same true model (``truth.json``):
+    data that "arrives" for the next training step. Returns the files written."""
+    out = Path(out_dir)
+    truth = read_truth(out)
+    existing = sorted(out.glob("part-*.parquet"))
+    first = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+    written = []
+    for offset, start in enumerate(range(0, n_rows, shard_rows)):
+        shard = first + offset
+        rows = min(shard_rows, n_rows - start)
+        table = generate_rows(truth, rows, 7_919 * shard + 1, nan_fraction)
+        path = out / f"part-{shard:05d}.parquet"
+        pq.write_table(table, path, row_group_size=min(rows, 10_000))
+        written.append(path)
+    return written
+
+
 def read_truth(data_dir: str | Path) -> Truth:
     return Truth(**json.loads((Path(data_dir) / TRUTH_FILE).read_text()))
 
@@ -89,7 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, default=8)
     parser.add_argument("--shard-rows", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add --rows new rows to an existing data set (same true model), as new shards",
+    )
     args = parser.parse_args(argv)
+    if args.append:
+        written = append_rows(args.out, args.rows, args.shard_rows)
+        print(f"appended {args.rows} rows to {args.out} ({len(written)} new file(s))")
+        return 0
     write_dataset(args.out, args.rows, args.features, args.shard_rows, seed=args.seed)
     print(f"wrote {args.rows} rows to {args.out}")
     return 0

@@ -12,8 +12,9 @@ calls and nothing else, so a flow, the CLI and a unit test all run this same fun
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -114,6 +115,20 @@ class Gate(Protocol):
 Lock = Callable[[str], AbstractContextManager[Any]]
 OnBatch = Callable[[int, int, BatchSummary], None]
 
+# Who else hears of each folded batch in this context (the CLI's progress bar), whatever
+# flow or task runs the round: a flow parameter cannot carry a callback.
+_batch_listeners: ContextVar[tuple[OnBatch, ...]] = ContextVar("batch_listeners", default=())
+
+
+@contextmanager
+def batch_listener(callback: OnBatch) -> Iterator[None]:
+    """Call ``callback(index, count, summary)`` for every batch folded in this context."""
+    token = _batch_listeners.set((*_batch_listeners.get(), callback))
+    try:
+        yield
+    finally:
+        _batch_listeners.reset(token)
+
 
 def no_lock(name: str) -> AbstractContextManager[None]:  # noqa: ARG001 - a Lock
     """For a store nobody else writes to (tests, benchmarks)."""
@@ -190,10 +205,15 @@ def load_or_start(
             " (reset)" if stored is not None else "",
         )
         fresh = TrainingState.fresh(
-            plan.source, features, plan.target, hyperparams.model, version=stored_version or 0
+            plan.source,
+            features,
+            plan.target,
+            hyperparams.model,
+            version=stored_version or 0,
+            weight=plan.weight,
         )
         return LoadedState(fresh, stored_version)
-    expected = fingerprint(plan.source, features, plan.target, hyperparams.model)
+    expected = fingerprint(plan.source, features, plan.target, hyperparams.model, plan.weight)
     stored.check_compatible(expected, store.name)
     log.info(
         "resuming state '%s' at version %d (%d rows trained)",
@@ -214,24 +234,27 @@ def train_batches(
     log: logging.Logger | logging.LoggerAdapter = _log,
 ) -> TrainedRound:
     """Summarise and fold ``batches`` with the model's strategy, finish, and evaluate."""
-    strategy = strategy_for(spec.hyperparams.model)
+    strategy = strategy_for(spec.hyperparams.model, plan.weight)
     summaries: list[BatchSummary] = []
 
     def on_summary(index: int, summary: BatchSummary) -> None:
         summaries.append(summary)
         report = summary.report
+        dropped = ", ".join(f"'{name}' {n}" for name, n in report.dropped_by_column.items())
         log.info(
-            "batch %d/%d: %d rows read, %d dropped, %d train, %d held out (%s)",
+            "batch %d/%d: %d rows read, %d dropped%s, %d train, %d held out (%s)",
             index + 1,
             len(batches),
             report.rows_read,
             report.rows_dropped,
+            f" (missing or non-finite: {dropped})" if dropped else "",
             report.rows_train,
             report.rows_test,
             "; ".join(report.segments),
         )
-        if on_batch is not None:
-            on_batch(index, len(batches), summary)
+        for listener in (on_batch, *_batch_listeners.get()):
+            if listener is not None:
+                listener(index, len(batches), summary)
 
     accumulator = strategy.start(state.estimator, spec.hyperparams)
     accumulator = executor.map_batches(
@@ -305,8 +328,10 @@ def model_metadata(
         "model": hyperparams.model,
         "features": list(plan.features),
         "target": plan.target,
+        "weight": plan.weight,
         "coef": [float(value) for value in trained.estimator.coef_],
         "intercept": float(trained.estimator.intercept_),
+        "fit_intercept": hyperparams.fit_intercept,
         "metrics": trained.metrics,
         "rows_trained": state.rows_trained,
         "hyperparameters": hyperparams.model_dump(),
@@ -319,6 +344,10 @@ def model_metadata(
             "rows_held_out": state.rows_held_out,
             "rows_dropped": state.rows_dropped,
             "last_batches": trained.report.segments,
+            "excluded_columns": dict(plan.excluded_columns),
+            "quality": {
+                "rows_dropped_by_column": dict(trained.report.dropped_by_column),
+            },
         },
         **({} if trained.gate is None else {"gate": trained.gate}),
         **({} if trained.drift is None else {"drift": trained.drift}),

@@ -8,7 +8,7 @@ from functools import partial
 
 from linreg.config import DataConfig
 from linreg.errors import DataError
-from linreg.sources import DataFile, StorageOptions, discover_files, inspect_file
+from linreg.sources import CsvFormat, DataFile, StorageOptions, discover_files, inspect_file
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ class SourcePlan:
     target: str
     # Also used to publish to an object store; not shown: it may hold credentials.
     storage_options: StorageOptions = field(default_factory=dict, compare=False, repr=False)
+    excluded_columns: dict[str, str] = field(default_factory=dict, compare=False)
+    weight: str | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -47,7 +49,13 @@ def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourceP
     """
     options = config.storage_options
     found = discover_files(config.source, options)
-    inspect = partial(inspect_file, storage_options=options) if options else inspect_file
+    csv = CsvFormat(
+        delimiter=config.csv_delimiter,
+        decimal=config.csv_decimal,
+        thousands=config.csv_thousands,
+        na_values=tuple(config.na_values),
+    )
+    inspect = partial(inspect_file, storage_options=options, csv=csv)
     files = mapper(inspect, [file_id for file_id, _ in found], [url for _, url in found])
     check_same_columns(files)
     reference = files[0]
@@ -56,13 +64,42 @@ def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourceP
             f"{reference.file_id}: target column '{config.target}' not found "
             f"(columns: {', '.join(reference.columns)})"
         )
-    features = _choose_features(reference, config.features, config.target)
+    roles = {config.target: "target"}
+    if config.weight is not None:
+        if config.weight == config.target:
+            raise DataError(f"--weight: the target column '{config.target}' cannot be the weight")
+        if config.weight not in reference.columns:
+            raise DataError(
+                f"{reference.file_id}: weight column '{config.weight}' not found "
+                f"(columns: {', '.join(reference.columns)})"
+            )
+        if config.features and config.weight in config.features:
+            raise DataError(f"--weight: column '{config.weight}' cannot also be a feature")
+        roles[config.weight] = "weight"
+    features = _choose_features(reference, config.features, config.target, config.weight)
     for data_file in files:
-        for name in (*features, config.target):
+        for name in (*features, *roles):
             if name not in data_file.numeric_columns:
-                role = "target" if name == config.target else "feature"
-                raise DataError(f"{data_file.file_id}: {role} column '{name}' is not numeric")
-    plan = SourcePlan(config.source, tuple(files), tuple(features), config.target, options)
+                role = roles.get(name, "feature")
+                why = data_file.excluded.get(name)
+                raise DataError(
+                    f"{data_file.file_id}: {role} column '{name}' is not numeric"
+                    + (f": {why}" if why else "")
+                )
+    excluded = {}
+    if config.features is None:
+        excluded = {
+            name: reason for name, reason in reference.excluded.items() if name != config.target
+        }
+    plan = SourcePlan(
+        config.source,
+        tuple(files),
+        tuple(features),
+        config.target,
+        options,
+        excluded,
+        config.weight,
+    )
     if plan.n_rows == 0:
         raise DataError(f"{config.source}: no data rows (every file is empty or header only)")
     return plan
@@ -81,17 +118,23 @@ def check_same_columns(files: Sequence[DataFile]) -> None:
 
 
 def _choose_features(
-    reference: DataFile, requested: Sequence[str] | None, target: str
+    reference: DataFile, requested: Sequence[str] | None, target: str, weight: str | None = None
 ) -> list[str]:
     if requested is None:
         features = [
             name
             for name in reference.columns
-            if name in reference.numeric_columns and name != target
+            if name in reference.numeric_columns and name not in (target, weight)
         ]
         if not features:
+            why = "; ".join(
+                f"'{name}' is {reason}"
+                for name, reason in reference.excluded.items()
+                if name != target
+            )
             raise DataError(
                 f"{reference.file_id}: no numeric feature columns besides target '{target}'"
+                + (f" ({why}; --na-values marks placeholder tokens as missing)" if why else "")
             )
         return features
     if not requested:

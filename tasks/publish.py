@@ -90,6 +90,21 @@ def publish(
         key=artifact_key(state_block, "metrics"),
         description=f"Held-out metrics per model version of state block '{state_block}'.",
     )
+    quality = metadata["data"]["quality"]["rows_dropped_by_column"]
+    excluded = metadata["data"]["excluded_columns"]
+    if quality or excluded:
+        create_table_artifact(
+            table=[
+                {"column": name, "rows dropped (missing or non-finite)": count, "excluded": ""}
+                for name, count in quality.items()
+            ]
+            + [
+                {"column": name, "rows dropped (missing or non-finite)": 0, "excluded": why}
+                for name, why in excluded.items()
+            ],
+            key=artifact_key(state_block, "data-quality"),
+            description=f"Rows dropped and columns left out in version {metadata['version']}.",
+        )
     create_markdown_artifact(
         markdown=_summary_markdown(metadata, trained, files.out_dir),
         key=artifact_key(state_block, "model"),

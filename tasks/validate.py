@@ -28,7 +28,8 @@ def validate(data: DataConfig, runtime: RuntimeConfig) -> SourcePlan:
         return client.gather(client.map(function, file_ids, urls))
 
     plan = validate_source(data, inspect_all)
-    get_run_logger().info(
+    logger = get_run_logger()
+    logger.info(
         "validated %s: %d file(s), %d rows, features %s, target '%s'",
         data.source,
         len(plan.files),
@@ -36,4 +37,6 @@ def validate(data: DataConfig, runtime: RuntimeConfig) -> SourcePlan:
         list(plan.features),
         plan.target,
     )
+    for name, reason in plan.excluded_columns.items():
+        logger.info("column '%s' is not a feature: %s", name, reason)
     return plan

@@ -331,3 +331,37 @@ def _foreign_state_block(name: str) -> str:
             )
         )
     return name
+
+
+def test_validate_reads_a_spreadsheet_export_as_its_options_say(tmp_path):
+    source = tmp_path / "export.csv"
+    source.write_text("Preis;Fläche m²;Zimmer;y\n1.234,5;10,25;-;1\n2.000,0;3,5;2;2\n")
+    result = run_cli(
+        "--mode", "validate", "--data", str(source), "--target", "y",
+        "--csv-decimal", ",", "--csv-thousands", ".", "--na-values", "-",
+        "--feature", "Preis", "--feature", "Fläche m²", "--feature", "Zimmer",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "features Preis, Fläche m², Zimmer; target y" in result.stdout
+    plain = run_cli("--mode", "validate", "--data", str(source), "--target", "y")
+    assert plain.returncode == 2
+    assert "'Preis' is text (e.g. '1.234,5')" in plain.stderr
+
+
+def test_json_prints_one_summary_object_and_quiet_prints_nothing(
+    prefect_api, synthetic_dir, tmp_path
+):
+    directory, _ = synthetic_dir
+    env = {"PREFECT_API_URL": prefect_api}
+    block = f"json-{uuid.uuid4().hex[:8]}"
+    common = ["--data", str(directory), "--out", str(tmp_path / "out"), "--state-block", block]
+    result = run_cli("--mode", "all", "--model", "ols", "--json", *common, env=env)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # the whole of stdout is one JSON object
+    metadata = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert summary["trained"] is True and summary["version"] == metadata["version"] == 1
+    assert summary["rows_trained"] == metadata["rows_trained"]
+    assert summary["sha256"] == metadata["sha256"]
+    assert summary["metadata"] == str((tmp_path / "out" / "model.json").resolve())
+    quiet = run_cli("--mode", "single", "--model", "ols", "--quiet", *common, env=env)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")

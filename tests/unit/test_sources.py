@@ -136,5 +136,7 @@ def test_non_numeric_csv_value_names_file_and_column(tmp_path):
     path = tmp_path / "late.csv"
     path.write_text(f"a,target\n{rows}\noops,1\n")
     data_file = inspect_file("late.csv", f"file://{path}")
-    with pytest.raises(DataError, match=r"late.csv \(rows 0-51\): column 'a' has a non-numeric"):
+    with pytest.raises(
+        DataError, match=r"late.csv line 52: column 'a' has a non-numeric value 'oops'"
+    ):
         read_rows(data_file, ["a", "target"], 0, 51)

@@ -1,0 +1,108 @@
+"""CSV as spreadsheets and other tools write it: delimiters, decimal commas, thousands
+separators, missing-value tokens, odd column names, and bad cells far into a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linreg.batches import plan_batches
+from linreg.config import DataConfig
+from linreg.errors import DataError
+from linreg.preprocess import prepare_batch
+from linreg.validation import validate_source
+
+
+def _rows(plan) -> tuple[np.ndarray, np.ndarray]:
+    prepared = prepare_batch(plan_batches(plan.files, {}, 10**9)[0], plan.columns, 0.0)
+    return prepared.x_train, prepared.y_train
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+def test_the_delimiter_is_detected_from_the_header(tmp_path, delimiter):
+    lines = [delimiter.join(["x1", "x 2", "y"])] + [
+        delimiter.join([str(i), str(2 * i), str(3 * i)]) for i in range(5)
+    ]
+    source = _write(tmp_path / "d.csv", "\n".join(lines) + "\n")
+    plan = validate_source(DataConfig(source=source, target="y"))
+    assert plan.features == ("x1", "x 2")
+    x, y = _rows(plan)
+    np.testing.assert_array_equal(y, [0, 3, 6, 9, 12])
+    np.testing.assert_array_equal(x[:, 1], [0, 2, 4, 6, 8])
+
+
+def test_an_explicit_delimiter_wins_over_detection(tmp_path):
+    # The header has more commas than semicolons, but the file is semicolon-delimited.
+    source = _write(tmp_path / "d.csv", '"a,b,c";y\n1;2\n3;4\n')
+    plan = validate_source(DataConfig(source=source, target="y", csv_delimiter=";"))
+    assert plan.features == ("a,b,c",)
+
+
+def test_decimal_comma_and_thousands_separator(tmp_path):
+    text = "price;area;y\n1.234,5;10,25;1\n2.000,0;3,5;2\n999,75;0,5;3\n"
+    source = _write(tmp_path / "d.csv", text)
+    config = DataConfig(source=source, target="y", csv_decimal=",", csv_thousands=".")
+    plan = validate_source(config)
+    assert plan.features == ("price", "area")
+    x, _ = _rows(plan)
+    np.testing.assert_array_equal(x, [[1234.5, 10.25], [2000.0, 3.5], [999.75, 0.5]])
+
+
+def test_without_the_separator_option_the_column_is_excluded_with_its_reason(tmp_path):
+    source = _write(tmp_path / "d.csv", 'a,b,y\n"1,234",1,1\n"2,500",2,2\n')
+    plan = validate_source(DataConfig(source=source, target="y"))
+    assert plan.features == ("b",)
+    assert plan.excluded_columns == {"a": "text (e.g. '1,234')"}
+    with_option = validate_source(DataConfig(source=source, target="y", csv_thousands=","))
+    assert with_option.features == ("a", "b") and with_option.excluded_columns == {}
+
+
+def test_na_values_turn_placeholder_tokens_into_missing_values(tmp_path):
+    source = _write(tmp_path / "d.csv", "x,z,y\n1,?,1\n-,2,2\n3,3,3\n4,4,4\n")
+    with pytest.raises(DataError, match=r"'x' is text \(e.g. '-'\); 'z' is text \(e.g. '\?'\)"):
+        validate_source(DataConfig(source=source, target="y"))
+    plan = validate_source(DataConfig(source=source, target="y", na_values=["?", "-"]))
+    assert plan.features == ("x", "z")
+    prepared = prepare_batch(plan_batches(plan.files, {}, 10)[0], plan.columns, 0.0)
+    assert prepared.report.dropped_by_column == {"x": 1, "z": 1}
+    np.testing.assert_array_equal(prepared.y_train, [3, 4])
+
+
+def test_a_bad_cell_far_into_a_used_column_names_file_line_column_and_value(tmp_path):
+    rows = "\n".join(f"{i},{i},{i}" for i in range(150_000))
+    source = _write(tmp_path / "big.csv", f"a,b,y\n{rows}\n7,oops,7\n")
+    plan = validate_source(DataConfig(source=source, target="y"))
+    assert plan.n_rows == 150_001
+    with pytest.raises(
+        DataError, match=r"^big.csv line 150002: column 'b' has a non-numeric value 'oops'"
+    ):
+        _rows(plan)
+
+
+def test_a_bad_cell_in_a_column_the_run_does_not_use_is_harmless(tmp_path):
+    rows = "\n".join(f"{i},{i},{i}" for i in range(150_000))
+    source = _write(tmp_path / "big.csv", f"a,b,y\n{rows}\n7,oops,7\n")
+    plan = validate_source(DataConfig(source=source, target="y", features=["a"]))
+    x, y = _rows(plan)
+    assert len(y) == 150_001 and x[-1, 0] == 7.0
+
+
+def test_a_feature_named_with_a_comma_is_requested_by_name(tmp_path):
+    source = _write(tmp_path / "d.csv", '"rate, %",y\n1,2\n3,4\n')
+    plan = validate_source(DataConfig(source=source, target="y", features=["rate, %"]))
+    assert plan.columns == ("rate, %", "y")
+
+
+def test_a_requested_text_column_says_why_it_is_not_numeric(tmp_path):
+    source = _write(tmp_path / "d.csv", "name,y\nann,1\nbob,2\n")
+    with pytest.raises(
+        DataError, match=r"feature column 'name' is not numeric: text \(e.g. 'ann'\)"
+    ):
+        validate_source(DataConfig(source=source, target="y", features=["name"]))
