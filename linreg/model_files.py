@@ -187,7 +187,9 @@ class ModelDirectory:
                 return []
         else:
             local = self.local_path(VERSIONS_DIR)
-            names = [entry.name for entry in local.iterdir()] if local.is_dir() else []
+            # A directory without model.json is a publish that failed part-way (a full disk).
+            entries = local.iterdir() if local.is_dir() else ()
+            names = [entry.name for entry in entries if (entry / METADATA_FILE).exists()]
         return sorted(int(name) for name in names if name.isdigit())
 
     def remove_version(self, version: int) -> None:

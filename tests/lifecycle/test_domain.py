@@ -235,3 +235,11 @@ def test_the_gate_passes_every_round_of_stationary_data(data, tmp_path):
     gates = [r["gate"] for r in history(out)[1:]]
     assert len(gates) == 4 and all(g["passed"] and not g["forced"] for g in gates)
     assert max(g["candidate_rmse"] / g["live_rmse"] - 1 for g in gates) < 0.01
+
+
+def test_a_version_directory_left_by_a_failed_publish_is_not_a_version(data, tmp_path):
+    out, store = tmp_path / "out", InMemoryStateStore()
+    train_round(data, out, store)
+    (out / "versions" / "2").mkdir()  # a full disk stopped the publish of version 2 here
+    assert ModelDirectory(out).versions() == [1]
+    assert promote(ModelDirectory(out))["version"] == 1
