@@ -276,12 +276,12 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], str]] = {
 }
 
 
-@pytest.mark.slow
 def _files(out: Path) -> dict[str, bytes]:
     """Every file under ``out`` (versions/ included), by relative path."""
     return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
 def test_bad_input_exits_2_with_one_line_and_changes_nothing(trained, tmp_path, kind, refused):
     env, block, out = trained
