@@ -248,7 +248,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     ),
     "ragged-csv": (
         lambda root: ["--data", str(_in_dir(root, a_csv="x,z,target\n1,2,3\n4,5,6,7\n7,8,9\n"))],
-        "a.csv: not a readable CSV file (CSV parse error: Row #3: Expected 3 columns, got 4",
+        "a.csv: not a readable CSV file (CSV parse error: Expected 3 columns, got 4: 4,5,6,7",
     ),
     "unreadable-file": (
         lambda root: ["--data", str(_dangling_symlink(root))],
@@ -260,7 +260,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     ),
     "bad-test-fraction": (
         lambda root: ["--data", str(_in_dir(root, a_csv=GOOD)), "--test-fraction", "1.5"],
-        "test_fraction",
+        "--test-fraction must be in [0, 1) (got 1.5)",
     ),
     "bad-state-block": (
         lambda root: ["--data", str(_in_dir(root, a_csv=GOOD)), "--state-block", "Bad_Name"],
