@@ -39,14 +39,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--mode",
-        choices=["all", "single", "serve", "validate", "server-start", "server-stop"],
+        choices=[
+            *["all", "single", "serve", "validate", "server-start", "server-stop"],
+            *LIFECYCLE_MODES,
+        ],
         default="all",
         help="all: every remaining batch (train-all); single: one batch (train-step); "
         "serve: serve both flows from this process, train-step on --cron (needs a Prefect "
         "server); validate: only check the data (no Prefect, nothing written); "
         "server-start / server-stop: a local Prefect server (SQLite in the Prefect home, "
         "127.0.0.1:$PREFECT_PORT or 4200) that later calls use instead of starting a "
-        "temporary one each",
+        "temporary one each; " + LIFECYCLE_HELP,
     )
     parser.add_argument(
         "--data",
@@ -163,7 +166,108 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where batches run: auto picks this process for a round of up to 2,000,000 rows "
         "(faster than starting a cluster) and Dask above it",
     )
+    add_lifecycle_options(parser)
     return parser.parse_args(argv)
+
+
+# The model lifecycle (linreg/lifecycle.py): modes and options in one block.
+LIFECYCLE_MODES = ["rollback", "promote", "history", "skip"]
+LIFECYCLE_HELP = (
+    "rollback: make --to N (default: the version live before the current) live and pin it; "
+    "promote: make --to N (default: the newest) live and unpin; history: print what was "
+    "live when; skip: move the cursor past the next batch without training it"
+)
+
+
+def add_lifecycle_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model lifecycle")
+    group.add_argument("--to", type=int, help="--mode rollback/promote: the version to make live")
+    group.add_argument(
+        "--keep-versions",
+        type=int,
+        default=20,
+        help="published versions kept under --out/versions (the live and pinned ones always)",
+    )
+    group.add_argument(
+        "--gate-rmse-increase",
+        type=float,
+        default=0.10,
+        help="quality gate: refuse a new version whose held-out RMSE exceeds the live "
+        "model's by more than this fraction, on the rows the live model was judged on",
+    )
+    group.add_argument(
+        "--force", action="store_true", help="publish a new version even if the gate refuses"
+    )
+
+
+def check_lifecycle_options(args: argparse.Namespace) -> None:
+    if args.keep_versions < 1:
+        raise ValueError(f"--keep-versions must be at least 1 (got {args.keep_versions})")
+    if not args.gate_rmse_increase >= 0:
+        raise ValueError(
+            f"--gate-rmse-increase must not be negative (got {args.gate_rmse_increase})"
+        )
+    if args.to is not None and args.to < 1:
+        raise ValueError(f"--to must be a version number, at least 1 (got {args.to})")
+
+
+def run_training_flow(args: argparse.Namespace, common: dict):
+    """--mode all, single or skip: the flow's result."""
+    from flows import skip_batch, train_all, train_step
+    from linreg.lifecycle import LifecycleConfig
+
+    if args.mode == "skip":
+        return skip_batch(**{key: value for key, value in common.items() if key != "reset"})
+    lifecycle = LifecycleConfig(
+        keep_versions=args.keep_versions,
+        gate_rmse_increase=args.gate_rmse_increase,
+        force=args.force,
+    )
+    if args.mode == "all":
+        return train_all(**common, n_iter=args.n_iter, delay=args.delay, lifecycle=lifecycle)
+    return train_step(**common, lifecycle=lifecycle)
+
+
+def run_lifecycle_mode(args: argparse.Namespace) -> int:
+    """--mode rollback, promote or history, after checking their options."""
+    from linreg.config import Settings, parse_storage_options
+
+    try:
+        check_lifecycle_options(args)
+        options = parse_storage_options(args.storage_option)
+    except ValueError as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_lifecycle(args, args.out or Settings.from_env().out_dir, options)
+
+
+def run_lifecycle(args: argparse.Namespace, out_dir: str, storage_options: dict) -> int:
+    """rollback, promote, history: the files under --out only, in this process (no Prefect:
+    a rollback works while the Prefect server is down). Refusals exit 2, nothing changed."""
+    from linreg import lifecycle
+    from linreg.errors import ModelFileError
+    from linreg.model_files import ModelDirectory
+
+    directory = ModelDirectory(out_dir, storage_options)
+    try:
+        if args.mode == "history":
+            records = lifecycle.read_history(directory)
+            if not records:
+                print(f"no history in {out_dir} yet")
+                return 0
+            print(lifecycle.format_table(lifecycle.history_rows(records)))
+            return 0
+        change = lifecycle.rollback if args.mode == "rollback" else lifecycle.promote
+        record = change(directory, args.to)
+    except ModelFileError as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    pinned = "; pinned: new versions stay out of service until --mode promote"
+    print(
+        f"{args.mode}: model version {record['live_version']} is live in {out_dir} "
+        f"(was {record['previous_version']}){pinned if args.mode == 'rollback' else ''}"
+    )
+    return 0
 
 
 def prefect_home() -> Path:
@@ -294,7 +398,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from linreg.errors import DataError, ModelFileError, StateError
 
+    if args.mode in ("rollback", "promote", "history"):
+        return run_lifecycle_mode(args)
     try:
+        check_lifecycle_options(args)
         data, hyperparams, state_block, out_dir = run_inputs(args)
     except (ValueError, StateError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
@@ -342,10 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
             _progress(bar),
         ):
-            if args.mode == "all":
-                result = train_all(**common, n_iter=args.n_iter, delay=args.delay)
-            else:
-                result = train_step(**common)
+            result = run_training_flow(args, common)
     except (DataError, StateError, ModelFileError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -354,11 +458,27 @@ def main(argv: list[str] | None = None) -> int:
             f"error: training failed: {type(error).__name__}: {_one_line(error)}", file=sys.stderr
         )
         return EXIT_FAILED
-    if args.json:
+    if args.mode == "skip":
+        _print_skip(result, quiet, args.json)
+    elif args.json:
         print(json.dumps(_summary(result, out_dir, state_block)))
     elif not quiet:
         _print_result(result, out_dir)
     return 0
+
+
+def _print_skip(result, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"skipped": result.batch, "rows": result.rows, "version": result.version}))
+        return
+    if quiet:
+        return
+    print(
+        f"skipped {result.batch} ({result.rows:,} rows) untrained; model version "
+        f"{result.version} stays"
+        if result.batch
+        else f"nothing to skip: every batch is trained (model version {result.version})"
+    )
 
 
 def _progress(enabled: bool):

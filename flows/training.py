@@ -17,10 +17,12 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import Field
 
 from linreg.config import DataConfig, HyperParams, Settings
+from linreg.lifecycle import DriftMonitor, LifecycleConfig, QualityGate
+from linreg.model_files import ModelDirectory
 from linreg.training import RoundResult, RoundSpec, run_round
 from linreg.validation import SourcePlan
 from tasks import ArtifactPublisher, RuntimeConfig, TaskExecutor, TaskStateStore, validate
-from tasks.publish import artifact_key
+from tasks.publish import artifact_key, current_run_id
 from tasks.runtime import dask_task_runner, training_lock
 
 DEFAULTS = Settings()
@@ -32,17 +34,28 @@ def _round(
     runtime: RuntimeConfig,
     out_dir: str,
     state_block: str,
+    lifecycle: LifecycleConfig,
     on_batch=None,
 ) -> RoundResult:
+    gate = None
+    if lifecycle.gate_rmse_increase is not None:
+        gate = QualityGate(
+            lifecycle.gate_rmse_increase,
+            ModelDirectory(out_dir, plan.storage_options),
+            force=lifecycle.force,
+            run_id=current_run_id(),
+        )
     return run_round(
         plan,
         spec,
         executor=TaskExecutor(runtime),
         store=TaskStateStore(state_block),
-        publisher=ArtifactPublisher(out_dir, state_block),
+        publisher=ArtifactPublisher(out_dir, state_block, lifecycle.keep_versions),
         lock=training_lock,
         on_batch=on_batch,
         log=get_run_logger(),
+        gate=gate,
+        monitor=DriftMonitor(ModelDirectory(out_dir, plan.storage_options)),
     )
 
 
@@ -61,11 +74,12 @@ def train_step(
         1, ge=1, description="Batches to train in this round at most (a backlog catches up)."
     ),
     runtime: RuntimeConfig = RuntimeConfig(),  # noqa: B008 - an immutable pydantic default
+    lifecycle: LifecycleConfig = LifecycleConfig(),  # noqa: B008 - an immutable pydantic default
 ) -> RoundResult:
     """Train the model on the next batch of data and publish the new version."""
     plan = validate(data, runtime)
     spec = RoundSpec(hyperparams, data.batch_rows, data.test_fraction, max_batches, reset)
-    result = _round(plan, spec, runtime, out_dir, state_block)
+    result = _round(plan, spec, runtime, out_dir, state_block, lifecycle)
     if not result.trained:
         get_run_logger().info("nothing new to train: version %d stays current", result.version)
     return result
@@ -85,6 +99,7 @@ def train_all(
     n_iter: int | None = Field(None, ge=1, description="Batches to train; default: all."),
     delay: float = Field(0.0, ge=0.0, description="Seconds between batches (real-time demo)."),
     runtime: RuntimeConfig = RuntimeConfig(),  # noqa: B008 - an immutable pydantic default
+    lifecycle: LifecycleConfig = LifecycleConfig(),  # noqa: B008 - an immutable pydantic default
 ) -> RoundResult:
     """Train the model over every remaining batch (or n_iter of them), publishing as it goes.
 
@@ -113,7 +128,7 @@ def train_all(
                 progress_id, progress=100.0 * (start + index + 1) / max(total, start + count)
             )
 
-        result = _round(plan, spec, runtime, out_dir, state_block, on_batch)
+        result = _round(plan, spec, runtime, out_dir, state_block, lifecycle, on_batch)
         if not result.trained:
             last = last or result
             break

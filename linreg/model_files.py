@@ -4,16 +4,23 @@ Both are written atomically (temporary file, fsync, rename) and ``model.json`` l
 reader that trusts only a ``model.pkl`` whose sha256 matches ``model.json`` never sees a torn
 or mixed pair. In an object store (``s3://...``, any fsspec URL) each file is one PUT, which
 the store makes visible whole, in the same order.
+
+Beside the live pair, :class:`ModelDirectory` keeps what the model lifecycle needs (see
+:mod:`linreg.lifecycle`): ``versions/<N>/`` (each published version's pair, byte for byte),
+``pin.json`` (a version held live by a rollback) and ``history.jsonl`` (one JSON record per
+change of the live version, and per refused or skipped step).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,10 @@ from linreg.errors import ModelFileError
 
 MODEL_FILE = "model.pkl"
 METADATA_FILE = "model.json"
+VERSIONS_DIR = "versions"
+PIN_FILE = "pin.json"
+HISTORY_FILE = "history.jsonl"
+LOCK_FILE = ".lifecycle.lock"
 LOCAL_PROTOCOLS = ("file", "local")
 
 
@@ -93,16 +104,10 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(directory)
 
 
-def publish_model(
-    out_dir: str | Path,
-    estimator: Any,
-    metadata: dict[str, Any],
-    storage_options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write ``model.pkl`` then ``model.json`` into ``out_dir``; return the metadata written.
+def encode_model(estimator: Any, metadata: dict[str, Any]) -> tuple[bytes, bytes, dict[str, Any]]:
+    """``model.pkl``'s bytes, ``model.json``'s bytes, and the metadata document written.
 
-    ``metadata`` gets ``sha256`` (of model.pkl) and ``trained_at`` added. ``out_dir`` may be
-    an fsspec URL (opened with ``storage_options``).
+    ``metadata`` gets ``sha256`` (of model.pkl) and ``trained_at`` added.
     """
     buffer = io.BytesIO()
     joblib.dump(estimator, buffer)
@@ -112,18 +117,151 @@ def publish_model(
         "sha256": sha256_bytes(payload),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    encoded = (json.dumps(document, indent=2) + "\n").encode()
-    if is_url(out_dir):
-        # One PUT each (pipe_file): an object appears whole or not at all; model.json last.
-        fs = remote_fs(str(out_dir), storage_options)
-        fs.pipe_file(str(join(out_dir, MODEL_FILE)), payload)
-        fs.pipe_file(str(join(out_dir, METADATA_FILE)), encoded)
-        return document
-    out = _local(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / MODEL_FILE, payload)
-    write_atomic(out / METADATA_FILE, encoded)
+    return payload, (json.dumps(document, indent=2) + "\n").encode(), document
+
+
+def publish_model(
+    out_dir: str | Path,
+    estimator: Any,
+    metadata: dict[str, Any],
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``model.pkl`` then ``model.json`` into ``out_dir``; return the metadata written.
+
+    ``metadata`` gets ``sha256`` (of model.pkl) and ``trained_at`` added. ``out_dir`` may be
+    an fsspec URL (opened with ``storage_options``). Only the live pair: a training round
+    publishes through :func:`linreg.lifecycle.publish_version`, which also keeps versions.
+    """
+    payload, encoded, document = encode_model(estimator, metadata)
+    ModelDirectory(out_dir, storage_options).write_pair((), payload, encoded)
     return document
+
+
+class ModelDirectory:
+    """The files under one ``--out``: local directory or fsspec URL, written atomically
+    (local: temporary file and rename; object store: one PUT per file)."""
+
+    def __init__(
+        self, location: str | Path, storage_options: Mapping[str, Any] | None = None
+    ) -> None:
+        self.location = location
+        self.storage_options = dict(storage_options or {})
+        self.remote = is_url(location)
+
+    def path(self, *parts: str) -> str | Path:
+        location: str | Path = self.location
+        for part in parts:
+            location = join(location, part)
+        return location if self.remote else _local(location)
+
+    def local_path(self, *parts: str) -> Path:
+        """The local path of ``parts`` (a local directory only)."""
+        return _local(self.location).joinpath(*parts)
+
+    def read(self, *parts: str) -> bytes | None:
+        """The file's bytes, or None if there is no such file."""
+        return _read_bytes(self.path(*parts), self.storage_options)
+
+    def write(self, data: bytes, *parts: str) -> None:
+        path = self.path(*parts)
+        if self.remote:
+            remote_fs(str(self.location), self.storage_options).pipe_file(str(path), data)
+            return
+        local = self.local_path(*parts)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(local, data)
+
+    def write_pair(self, where: tuple[str, ...], payload: bytes, encoded: bytes) -> None:
+        """``model.pkl`` then ``model.json`` (last: a reader trusts the pkl it names)."""
+        self.write(payload, *where, MODEL_FILE)
+        self.write(encoded, *where, METADATA_FILE)
+
+    def versions(self) -> list[int]:
+        """The version numbers kept under ``versions/``, oldest first."""
+        root = self.path(VERSIONS_DIR)
+        if self.remote:
+            fs = remote_fs(str(self.location), self.storage_options)
+            try:
+                names = [str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(str(root))]
+            except FileNotFoundError:
+                return []
+        else:
+            local = self.local_path(VERSIONS_DIR)
+            # A directory without model.json is a publish that failed part-way (a full disk).
+            entries = local.iterdir() if local.is_dir() else ()
+            names = [entry.name for entry in entries if (entry / METADATA_FILE).exists()]
+        return sorted(int(name) for name in names if name.isdigit())
+
+    def remove_version(self, version: int) -> None:
+        root = self.path(VERSIONS_DIR, str(version))
+        if self.remote:
+            remote_fs(str(self.location), self.storage_options).rm(str(root), recursive=True)
+            return
+        root = self.local_path(VERSIONS_DIR, str(version))
+        for name in (METADATA_FILE, MODEL_FILE):  # metadata first: no json without its pkl
+            (root / name).unlink(missing_ok=True)
+        for leftover in root.iterdir():
+            leftover.unlink()
+        root.rmdir()
+
+    def read_json(self, *parts: str) -> Any:
+        data = self.read(*parts)
+        try:
+            return None if data is None else json.loads(data)
+        except ValueError as error:
+            raise ModelFileError(f"{self.path(*parts)}: not valid JSON ({error})") from None
+
+    def read_lines(self, *parts: str) -> list[dict[str, Any]]:
+        """The JSON records of a JSON-lines file (none if it does not exist)."""
+        data = self.read(*parts)
+        records = []
+        for number, line in enumerate((data or b"").splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    raise ModelFileError(
+                        f"{self.path(*parts)}: line {number} is not valid JSON"
+                    ) from None
+        return records
+
+    def append_line(self, record: dict[str, Any], *parts: str) -> None:
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        if self.remote:
+            # Objects cannot be appended to: read, add, one PUT (the lock serialises writers).
+            self.write((self.read(*parts) or b"") + line, *parts)
+            return
+        path = self.local_path(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def remove(self, *parts: str) -> None:
+        path = self.path(*parts)
+        if self.remote:
+            fs = remote_fs(str(self.location), self.storage_options)
+            if fs.exists(str(path)):
+                fs.rm_file(str(path))
+            return
+        self.local_path(*parts).unlink(missing_ok=True)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Serialise changes of the live pair, pin and history between processes sharing a
+        local directory; object stores have no lock (the training lock orders their rounds)."""
+        if self.remote:
+            yield
+            return
+        root = _local(self.location)
+        root.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
 
 
 def _read_bytes(path: str | Path, storage_options: Mapping[str, Any] | None) -> bytes | None:

@@ -61,6 +61,13 @@ class TrainingState(BaseModel):
     rows_dropped: int = 0
     batches_trained: int = 0
     metrics_history: list[dict[str, Any]] = Field(default_factory=list)
+    skipped: list[dict[str, Any]] = Field(
+        default_factory=list, description="Batches passed over untrained (--mode skip)."
+    )
+    recent_holdouts: list[dict[str, Any]] = Field(
+        default_factory=list, description="Held-out statistics of the newest batches (window)."
+    )
+    drift: dict[str, Any] | None = Field(None, description="Page-Hinkley test of drift.")
     updated_at: str | None = None
     categories: dict[str, list[str]] = Field(
         default_factory=dict,

@@ -23,7 +23,14 @@ from linreg.config import HyperParams
 from linreg.errors import DataError
 from linreg.evaluation import regression_metrics
 from linreg.executors import Executor
-from linreg.model_files import publish_model
+from linreg.lifecycle import (
+    DEFAULT_KEEP_VERSIONS,
+    history_record,
+    live_version,
+    now,
+    publish_version,
+)
+from linreg.model_files import HISTORY_FILE, ModelDirectory
 from linreg.preprocess import BatchReport, training_levels
 from linreg.state import StateStore, TrainingState, fingerprint
 from linreg.stats import LeastSquaresStats
@@ -53,6 +60,10 @@ class TrainedRound:
     metrics: dict[str, Any]
     report: BatchReport
     batches: int
+    gate: dict[str, Any] | None = None
+    # Each batch's held-out statistics, in batch order (the drift monitor's observations).
+    batch_holdouts: list[LeastSquaresStats] = field(default_factory=list)
+    drift: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,22 @@ class Publisher(Protocol):
     def publish(
         self, trained: TrainedRound, plan: SourcePlan, hyperparams: HyperParams
     ) -> dict[str, Any]: ...
+
+
+class Monitor(Protocol):
+    """Watches each round before it is published (:class:`linreg.lifecycle.DriftMonitor`)."""
+
+    def observe(self, previous: TrainingState, trained: TrainedRound) -> None:
+        """Add what it measures to ``trained`` (its state, metrics, drift)."""
+        ...
+
+
+class Gate(Protocol):
+    """Decides whether a trained round may be published (:class:`linreg.lifecycle.QualityGate`)."""
+
+    def check(self, previous: TrainingState, trained: TrainedRound) -> dict[str, Any] | None:
+        """The gate's figures (None: nothing to judge); raises to refuse the round."""
+        ...
 
 
 Lock = Callable[[str], AbstractContextManager[Any]]
@@ -118,12 +145,14 @@ def run_round(
     lock: Lock = no_lock,
     on_batch: OnBatch | None = None,
     log: logging.Logger | logging.LoggerAdapter = _log,
+    gate: Gate | None = None,
+    monitor: Monitor | None = None,
 ) -> RoundResult:
     """Train the next batches after the saved cursor into one new, published model version.
 
     Bad data anywhere in the round raises before anything is published or saved, so the
-    store and the published model stay as they were. ``on_batch(index, count, summary)``
-    reports each batch as it is folded in.
+    store and the published model stay as they were; so does a ``gate`` that refuses the
+    trained model. ``on_batch(index, count, summary)`` reports each batch as it is folded in.
     """
     with lock(store.name):
         loaded = load_or_start(store, plan, spec.hyperparams, spec.reset, log)
@@ -150,6 +179,10 @@ def run_round(
             sum(batch.n_rows for batch in batches),
         )
         trained = train_batches(loaded.state, plan, batches, spec, executor, on_batch, log)
+        if monitor is not None:
+            monitor.observe(loaded.state, trained)
+        if gate is not None:
+            trained.gate = gate.check(loaded.state, trained)
         metadata = publisher.publish(trained, plan, spec.hyperparams)
         store.save(trained.state, loaded.stored_version)
     return RoundResult(
@@ -303,7 +336,14 @@ def complete_round(
             ],
         }
     ).stamped()
-    return TrainedRound(estimator, next_state, metrics, report, len(batches))
+    return TrainedRound(
+        estimator,
+        next_state,
+        metrics,
+        report,
+        len(batches),
+        batch_holdouts=[summary.holdout for summary in summaries],
+    )
 
 
 def model_metadata(
@@ -341,6 +381,8 @@ def model_metadata(
                 "rows_with_unknown_level": dict(trained.report.unknown_levels),
             },
         },
+        **({} if trained.gate is None else {"gate": trained.gate}),
+        **({} if trained.drift is None else {"drift": trained.drift}),
     }
 
 
@@ -352,13 +394,81 @@ def _format(metrics: dict[str, Any]) -> str:
 
 
 class FilePublisher:
-    """Publishes ``model.pkl`` and ``model.json`` into ``out_dir`` (see :mod:`model_files`)."""
+    """Publishes ``versions/<N>/`` and (unless a version is pinned) the live ``model.pkl`` and
+    ``model.json`` into ``out_dir``, and records it in the history (:mod:`lifecycle`)."""
 
-    def __init__(self, out_dir: str) -> None:
+    def __init__(
+        self, out_dir: str, keep_versions: int = DEFAULT_KEEP_VERSIONS, run_id: str | None = None
+    ) -> None:
         self.out_dir = out_dir
+        self.keep_versions = keep_versions
+        self.run_id = run_id
 
     def publish(
         self, trained: TrainedRound, plan: SourcePlan, hyperparams: HyperParams
     ) -> dict[str, Any]:
         metadata = model_metadata(trained, plan, hyperparams)
-        return publish_model(self.out_dir, trained.estimator, metadata, plan.storage_options)
+        directory = ModelDirectory(self.out_dir, plan.storage_options)
+        return publish_version(
+            directory, trained.estimator, metadata, self.keep_versions, self.run_id
+        )
+
+
+@dataclass(frozen=True)
+class SkipResult:
+    """What ``--mode skip`` did: the batch passed over (None: nothing left to skip)."""
+
+    batch: str | None
+    rows: int
+    version: int
+
+
+def skip_round(
+    plan: SourcePlan,
+    spec: RoundSpec,
+    *,
+    store: StateStore,
+    out_dir: str,
+    lock: Lock = no_lock,
+    run_id: str | None = None,
+    log: logging.Logger | logging.LoggerAdapter = _log,
+) -> SkipResult:
+    """Move the cursor past the next batch without training on it (after the quality gate
+    refused it, say); recorded in the state's ``skipped`` list and in the history."""
+    with lock(store.name):
+        loaded = load_or_start(store, plan, spec.hyperparams, False, log)
+        state = loaded.state
+        batches = plan_batches(plan.files, state.cursor, spec.batch_rows, 1)
+        if not batches:
+            log.info("nothing to skip: every batch of %s is trained", plan.source)
+            return SkipResult(None, 0, state.version)
+        (batch,) = batches
+        entry = {"time": now(), "batch": batch.describe(), "rows": batch.n_rows}
+        skipped = state.model_copy(
+            update={
+                "cursor": advance_cursor(state.cursor, batches),
+                "skipped": [*state.skipped, {**entry, "version": state.version}],
+            }
+        ).stamped()
+        store.save(skipped, loaded.stored_version)
+        directory = ModelDirectory(out_dir, plan.storage_options)
+        with directory.lock():
+            live = live_version(directory)
+            directory.append_line(
+                history_record(
+                    "skipped",
+                    version=None,
+                    live_version=live,
+                    previous_version=live,
+                    run_id=run_id,
+                    **entry,
+                ),
+                HISTORY_FILE,
+            )
+    log.info(
+        "skipped %s (%d rows) without training; version %d stays",
+        entry["batch"],
+        batch.n_rows,
+        state.version,
+    )
+    return SkipResult(entry["batch"], batch.n_rows, state.version)

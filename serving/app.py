@@ -2,8 +2,8 @@
 
 Three protocols over one model store, one set of checks and one set of metrics:
 
-- native: ``POST /predict``, ``GET /model``, ``/healthz``, ``/readyz``, ``/metrics``,
-  ``/openapi.json``;
+- native: ``POST /predict``, ``GET /model``, ``/model/history``, ``/healthz``, ``/readyz``,
+  ``/metrics``, ``/openapi.json``;
 - MLflow's scoring protocol: ``POST /invocations`` (``serving/mlflow_scoring.py``);
 - the Open Inference Protocol (V2): ``/v2``, ``/v2/health/{live,ready}``,
   ``/v2/models/{name}[/versions/{version}][/ready|/infer]`` (``serving/open_inference.py``).
@@ -17,11 +17,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from linreg.errors import ModelFileError
+from linreg.model_files import HISTORY_FILE, ModelDirectory
 from serving import mlflow_scoring, open_inference
 from serving.errors import ServiceError
 from serving.http import JSON, Dispatcher, Reply, Route, json_reply, media_type, read_body
@@ -60,6 +63,10 @@ def create_app(settings: ServingSettings | None = None) -> Flask:
     def loaded(model: LinearModel) -> None:
         metrics.reloads.inc()
         metrics.model_version.set(model.version)
+        drift = model.metadata.get("drift") or {}
+        metrics.drift_detected.set(1 if drift.get("detected") else 0)
+        recent = (model.metadata.get("metrics") or {}).get("rmse_window")
+        metrics.recent_rmse.set(recent if isinstance(recent, int | float) else float("nan"))
 
     store = ModelStore(
         settings.model_dir,
@@ -137,6 +144,25 @@ def native_routes(service: Service) -> list[Route]:
     def model_json(environ: dict[str, Any]) -> Reply:
         return json_reply(current_model(store).metadata)
 
+    def model_history(environ: dict[str, Any]) -> Reply:
+        """The pipeline's history.jsonl beside model.json (read per request: it is small
+        and rarely asked for)."""
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        limit = None
+        if "limit" in query:
+            raw = query["limit"][-1]
+            if not raw.isdigit() or int(raw) < 1:
+                raise ServiceError(400, f"limit must be a positive integer, got {raw!r}")
+            limit = int(raw)
+        try:
+            records = ModelDirectory(store.model_dir, store.storage_options).read_lines(
+                HISTORY_FILE
+            )
+        except (ModelFileError, OSError) as error:
+            logger.error("cannot read the model history: %s", error)
+            raise ServiceError(503, "the model history cannot be read") from None
+        return json_reply({"history": records if limit is None else records[-limit:]})
+
     def healthz(environ: dict[str, Any]) -> Reply:
         return json_reply({"status": "ok"})
 
@@ -154,6 +180,7 @@ def native_routes(service: Service) -> list[Route]:
     return [
         Route("/predict", "POST", predict, "native"),
         Route("/model", "GET", model_json, "native"),
+        Route("/model/history", "GET", model_history, "native"),
         Route("/healthz", "GET", healthz, "native"),
         Route("/readyz", "GET", readyz, "native"),
         Route("/metrics", "GET", prometheus, "native"),

@@ -61,6 +61,18 @@ class ServiceMetrics:
             multiprocess_mode="liveall",
             registry=self.registry,
         )
+        self.drift_detected = Gauge(
+            "linreg_model_drift_detected",
+            "1 while the served model's model.json reports drift (Page-Hinkley), else 0.",
+            multiprocess_mode="liveall",
+            registry=self.registry,
+        )
+        self.recent_rmse = Gauge(
+            "linreg_model_recent_rmse",
+            "Held-out RMSE of the served model over the newest batches (model.json).",
+            multiprocess_mode="liveall",
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "linreg_serving_model_reloads",
             "Published models loaded (the first one included).",

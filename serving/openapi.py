@@ -82,6 +82,36 @@ def openapi_document(settings: ServingSettings) -> dict[str, Any]:
                     },
                 }
             },
+            "/model/history": {
+                "get": {
+                    "summary": "Every change of the live model version (history.jsonl), oldest "
+                    "first: time, reason (published, rollback, promote, gated, skipped), "
+                    "version, previous version, flow run, data covered, metrics.",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "description": "Only the newest records, at most this many.",
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(
+                            "The records.",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "history": {"type": "array", "items": {"type": "object"}}
+                                },
+                            },
+                        ),
+                        "400": _error("limit is not a positive integer."),
+                        "503": _error("The history file cannot be read."),
+                        **common,
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Liveness: the process answers.",

@@ -1,4 +1,5 @@
-"""The publish task: model files on disk, metrics and a summary as Prefect artifacts."""
+"""The publish task: model files on disk, metrics and a summary as Prefect artifacts; and the
+tasks that change the live version (rollback, promote) with the history as an artifact."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
+from linreg import lifecycle
 from linreg.config import HyperParams
+from linreg.lifecycle import DEFAULT_KEEP_VERSIONS, history_rows, read_history
+from linreg.model_files import ModelDirectory
 from linreg.training import FilePublisher, TrainedRound
 from linreg.validation import SourcePlan
 from tasks.runtime import IO_RETRY_DELAYS, retry_unless_permanent
@@ -23,8 +28,10 @@ def artifact_key(state_block: str, kind: str) -> str:
 class ArtifactPublisher:
     """Publishes the model files in the ``publish`` task, and reports them in the UI."""
 
-    def __init__(self, out_dir: str, state_block: str) -> None:
-        self.files = FilePublisher(out_dir)
+    def __init__(
+        self, out_dir: str, state_block: str, keep_versions: int = DEFAULT_KEEP_VERSIONS
+    ) -> None:
+        self.files = FilePublisher(out_dir, keep_versions, run_id=current_run_id())
         self.state_block = state_block
 
     def publish(
@@ -50,11 +57,27 @@ def publish(
     """Write model.pkl and model.json atomically, then report the version in the UI."""
     metadata = files.publish(trained, plan, hyperparams)
     get_run_logger().info(
-        "published model version %d to %s (sha256 %s)",
+        "published model version %d to %s (sha256 %s)%s",
         metadata["version"],
         files.out_dir,
         metadata["sha256"][:12],
+        "" if metadata["live"] else "; not live: a rolled-back version is pinned",
     )
+    history_artifact(ModelDirectory(files.out_dir, plan.storage_options))
+    drift = metadata.get("drift") or {}
+    if drift.get("detected"):
+        get_run_logger().warning(
+            "drift: the live model's held-out error per batch has risen since version %s "
+            "(Page-Hinkley statistic %.3g > %.3g); check the data or retrain from a reset",
+            drift["since_version"],
+            drift["statistic"],
+            drift["threshold"],
+        )
+        create_markdown_artifact(
+            markdown=_drift_markdown(metadata, drift),
+            key=artifact_key(state_block, "drift"),
+            description=f"Drift detected in the data of state block '{state_block}'.",
+        )
     history = trained.state.metrics_history
     create_table_artifact(
         table=[
@@ -90,6 +113,21 @@ def publish(
     return metadata
 
 
+def _drift_markdown(metadata: dict[str, Any], drift: dict[str, Any]) -> str:
+    errors = ", ".join(f"{value:.4g}" for value in drift["batch_rmse_live"])
+    metrics = metadata["metrics"]
+    return f"""# Drift detected (model version {metadata["version"]})
+
+The live model's RMSE on each new batch's held-out rows has risen since version
+{drift["since_version"]}: Page-Hinkley statistic {drift["statistic"]:.3g} over the threshold
+{drift["threshold"]:.3g} ({drift["batches_observed"]} batches observed).
+
+This round's batches, live model's RMSE: {errors or "n/a"}. RMSE over the newest
+{metrics.get("window_batches")} batches: {_number(metrics.get("rmse_window"))}; over every
+held-out row: {_number(metrics.get("rmse"))}.
+"""
+
+
 def _number(value: Any) -> str:
     return "n/a" if value is None else f"{value:.6g}"
 
@@ -121,3 +159,48 @@ held out.
 {rows}
 | (intercept) | {metadata["intercept"]:.10g} |
 """
+
+
+def current_run_id() -> str | None:
+    """The flow run's id, recorded in the history (None outside a flow run)."""
+    run_id = flow_run.get_id()
+    return None if run_id is None else str(run_id)
+
+
+HISTORY_ARTIFACT_ROWS = 50
+
+
+def history_artifact(directory: ModelDirectory) -> None:
+    """The newest history records as a table, one artifact per model directory."""
+    rows = history_rows(read_history(directory))[-HISTORY_ARTIFACT_ROWS:]
+    create_table_artifact(
+        table=rows,
+        key=artifact_key("model-history", str(directory.location)[-40:]),
+        description=f"Changes of the live model version in {directory.location}, newest last.",
+    )
+
+
+@task(
+    name="change-live-version",
+    retries=3,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_condition_fn=retry_unless_permanent,
+    cache_policy=NO_CACHE,
+)
+def change_live_version(
+    operation: str, out_dir: str, to: int | None, storage_options: dict[str, Any]
+) -> dict[str, Any]:
+    """Roll back to, or promote, a kept version; record it; show the history in the UI."""
+    directory = ModelDirectory(out_dir, storage_options)
+    change = {"rollback": lifecycle.rollback, "promote": lifecycle.promote}[operation]
+    record = change(directory, to, current_run_id())
+    get_run_logger().info(
+        "%s: version %s is live in %s (was %s)%s",
+        operation,
+        record["live_version"],
+        out_dir,
+        record["previous_version"],
+        "; pinned until a promote" if operation == "rollback" else "",
+    )
+    history_artifact(directory)
+    return record

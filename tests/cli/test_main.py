@@ -276,13 +276,18 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], str]] = {
 }
 
 
+def _files(out: Path) -> dict[str, bytes]:
+    """Every file under ``out`` (versions/ included), by relative path."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
 def test_bad_input_exits_2_with_one_line_and_changes_nothing(trained, tmp_path, kind, refused):
     env, block, out = trained
     build, message = BAD_INPUTS[kind]
     args = build(tmp_path / "bad")
-    files_before = {p.name: p.read_bytes() for p in out.iterdir()}
+    files_before = _files(out)
     state_before = _block_documents()
     result = run_cli(
         "--mode",
@@ -301,7 +306,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(trained, tmp_path, 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and message in lines[0]
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == files_before
+    assert _files(out) == files_before
     assert _block_documents() == state_before
     refused("CLI", kind)
 

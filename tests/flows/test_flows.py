@@ -25,7 +25,11 @@ from tests.conftest import write_csv
 
 
 def _snapshot(out_dir: Path, state_block: str) -> tuple[dict[str, bytes], str | None]:
-    files = {p.name: p.read_bytes() for p in sorted(out_dir.glob("*"))} if out_dir.exists() else {}
+    files = {
+        str(p.relative_to(out_dir)): p.read_bytes()
+        for p in sorted(out_dir.rglob("*"))
+        if p.is_file()
+    }
     state = PrefectBlockStateStore(state_block).load()
     return files, None if state is None else state.model_dump_json()
 

@@ -55,7 +55,7 @@ def _flow_run_id(output: str) -> str:
 
 
 def _snapshot(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
 def test_three_runs_give_version_3_and_advance_three_batches(prefect_stack):

@@ -40,6 +40,11 @@ from tests.integration.processes import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def _files(out: Path) -> dict[str, bytes]:
+    """Every file under ``out`` (versions/ included), by relative path."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
 def _cli(stack, args: list[str], env: dict[str, str], **popen) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(PROJECT / "main.py"), *args],
@@ -219,7 +224,7 @@ def test_a_disk_that_fills_during_publish_keeps_the_previous_model(
     ]
     first = _cli(prefect_stack, args, {})
     assert first.wait(300) == 0, first.stderr.read()
-    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    files = _files(out)
     state = _state(prefect_stack, block).model_dump_json()
     assert len(files["model.pkl"]) > 64 * 1024  # the next publish cannot fit under the limit
     full = _cli(
@@ -231,11 +236,11 @@ def test_a_disk_that_fills_during_publish_keeps_the_previous_model(
     _, stderr = full.communicate(timeout=300)
     figures.append(
         f"disk full during publish: exit {full.returncode}, model and state "
-        f"byte-identical: { ({p.name: p.read_bytes() for p in out.iterdir()} == files) }"
+        f"byte-identical: {(_files(out) == files)}"
     )
     assert full.returncode == 1
     assert "File too large" in stderr or "No space" in stderr
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    assert _files(out) == files
     assert _state(prefect_stack, block).model_dump_json() == state
 
 

@@ -97,10 +97,15 @@ def test_train_all_publishes_to_the_bucket_and_train_step_picks_up_a_new_object(
     published = _published(s3_server, trained.out)
     metadata = json.loads(published[f"{trained.bucket}/models/linreg/model.json"])
     assert (metadata["version"], metadata["data"]["rows_read"]) == (1, 3_000)
+    prefix = f"{trained.bucket}/models/linreg"
     assert set(published) == {
-        f"{trained.bucket}/models/linreg/model.pkl",
-        f"{trained.bucket}/models/linreg/model.json",
+        f"{prefix}/model.pkl",
+        f"{prefix}/model.json",
+        f"{prefix}/versions/1/model.pkl",
+        f"{prefix}/versions/1/model.json",
+        f"{prefix}/history.jsonl",
     }
+    assert published[f"{prefix}/versions/1/model.json"] == published[f"{prefix}/model.json"]
     s3_server.filesystem().put_file(
         str(trained.local / "part-00003.parquet"), f"{trained.bucket}/sales/part-00003.parquet"
     )

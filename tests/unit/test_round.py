@@ -45,7 +45,7 @@ def _round(directory, out, store, model="ols", batch_rows=6_000, executor=None, 
 
 
 def _snapshot(out: Path, store: InMemoryStateStore) -> tuple[dict[str, bytes], str | None]:
-    files = {p.name: p.read_bytes() for p in sorted(out.glob("*"))} if out.exists() else {}
+    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     state = store.load()
     return files, None if state is None else state.model_dump_json()
 
