@@ -105,13 +105,32 @@ if docker info >/dev/null 2>&1; then
     exit 0
 fi
 
+# What an image is made of: the build context, the Dockerfile and the base. An image whose
+# label says it was built from exactly these is up to date (vfs makes even a fully cached
+# rebuild take minutes: every layer is a full copy).
+inputs_digest() {  # base-image-id
+    {
+        echo "$1"
+        find Dockerfile .dockerignore pyproject.toml README.md requirements.txt main.py \
+            prefect.yaml linreg tasks flows serving -type f ! -path '*/__pycache__/*' \
+            ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+    } | sha256sum | cut -c1-64
+}
+
 command -v buildah >/dev/null || { log "neither a docker daemon nor buildah (make image installs buildah)"; exit 1; }
 base=$(choose_base)
+digest=$(inputs_digest "$("${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$base")")
 for target in "${TARGETS[@]}"; do
-    log "buildah bud --target $target -t linreg-$target:$TAG (base $base)"
+    image="linreg-$target:$TAG"
+    built_from=$("${BUILDAH[@]}" inspect --type image --format '{{index .Docker.Config.Labels "linreg.inputs"}}' "$image" 2>/dev/null || true)
+    if [ "$built_from" = "$digest" ]; then
+        log "$image is up to date (inputs $digest)"
+        continue
+    fi
+    log "buildah bud --target $target -t $image (base $base)"
     start=$(date +%s)
     "${BUILDAH[@]}" bud --isolation chroot --network host --layers --quiet --format docker \
-        --build-arg BASE_IMAGE="$base" --target "$target" -t "linreg-$target:$TAG" \
+        --build-arg BASE_IMAGE="$base" --target "$target" -t "$image" --label "linreg.inputs=$digest" \
         --secret id=pip.conf,src="$secrets/pip.conf" --secret id=pip-ca,src="$secrets/ca.pem" . >/dev/null
-    log "built linreg-$target:$TAG in $(($(date +%s) - start)) s"
+    log "built $image in $(($(date +%s) - start)) s"
 done

@@ -28,7 +28,8 @@ from tests.conftest import FIGURES
 from tests.integration.processes import free_port, start, stop, wait_until
 from tests.serving.support import TrainedModel, expected_predictions, train
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# A cold build of both images takes about 20 minutes here (vfs storage on 2 busy cores).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2700)]
 
 PROJECT = Path(__file__).resolve().parents[2]
 BUILD = PROJECT / "deployments" / "image" / "build.sh"
