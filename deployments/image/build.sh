@@ -129,8 +129,12 @@ for target in "${TARGETS[@]}"; do
     fi
     log "buildah bud --target $target -t $image (base $base)"
     start=$(date +%s)
-    "${BUILDAH[@]}" bud --isolation chroot --network host --layers --quiet --format docker \
+    # No --layers: with vfs every cached layer is a full copy of the root filesystem (tens
+    # of GB for the two images); the digest above already skips an unchanged image.
+    "${BUILDAH[@]}" bud --isolation chroot --network host --quiet --format docker --force-rm \
         --build-arg BASE_IMAGE="$base" --target "$target" -t "$image" --label "linreg.inputs=$digest" \
         --secret id=pip.conf,src="$secrets/pip.conf" --secret id=pip-ca,src="$secrets/ca.pem" . >/dev/null
     log "built $image in $(($(date +%s) - start)) s"
 done
+# The images that a rebuild replaced, untagged now: each is hundreds of MB under vfs.
+"${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true

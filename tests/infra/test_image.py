@@ -4,8 +4,8 @@ no registry answers), then the serving image's own entrypoint runs as uid 10001 
 directory mounted read-only and answers over HTTP, and the training image validates a data
 set with its entrypoint, `python main.py --mode validate`. Containers start with
 `buildah run` (a container runtime's `run` cannot start in this sandbox) and are stopped by
-PID. The base and the build's layers are cached (LINREG_CACHE, buildah's --layers), so a
-second run rebuilds nothing."""
+PID. The base is cached (LINREG_CACHE) and an image built from the same inputs is kept, so
+a second run rebuilds nothing."""
 
 from __future__ import annotations
 
