@@ -37,6 +37,15 @@ export LINREG_WORK_POOL LINREG_STEP_CRON LINREG_DATA LINREG_OUT_DIR LINREG_STATE
 .PHONY: help install run stop test browser lint format server worker deploy trigger serve-flows sample-data clean
 .PHONY: serve bench-serve
 .PHONY: bench bench-quick
+.PHONY: image image-tools postgres lint-tools
+
+# Images (make image): tag, and where the debootstrapped base and other build inputs are kept.
+IMAGE_TAG ?= dev
+LINREG_CACHE ?= $(HOME)/.cache/linreg-build
+export IMAGE_TAG LINREG_CACHE
+# make server: empty = SQLite in .prefect/; a postgresql+asyncpg://user@host:5432/db URL =
+# PostgreSQL, what Prefect advises for a server that several workers and users share.
+PREFECT_DATABASE_URL ?=
 
 # The prediction service (make serve): the model published in MODEL_DIR, on HOST:PORT.
 PORT ?= 8000
@@ -58,8 +67,8 @@ run: install
 stop: install
 	$(PY) main.py --mode server-stop
 
-## Run the whole test suite (installs what it needs, Chromium for the UI test included)
-test: install browser
+## Run the whole test suite (installs what it needs: Chromium, PostgreSQL, buildah, shellcheck)
+test: install browser postgres image-tools lint-tools
 	$(PY) -m pytest
 
 ## Install headless Chromium from Debian's packages for the UI test, if missing
@@ -67,20 +76,43 @@ browser:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		$(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
-## Lint: ruff check, ruff format --check, and bandit on the shipped code
-lint: install
+## Lint: ruff check and format --check, bandit, actionlint on the workflows, hadolint
+lint: install lint-tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/bandit -q -r linreg tasks flows serving cli main.py
+	$(VENV)/bin/actionlint -no-color
+	$(VENV)/bin/hadolint --no-color Dockerfile
+
+## Install shellcheck (Debian) if missing: actionlint checks the workflows' run: scripts with it
+lint-tools:
+	@command -v shellcheck >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends shellcheck; }
+
+## Install PostgreSQL's server (Debian) if missing: the integration tests run Prefect on it
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+
+## Install buildah and debootstrap (Debian) if missing: make image builds without a docker daemon
+image-tools:
+	@{ command -v buildah && command -v debootstrap; } >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends buildah debootstrap; }
+
+## Build linreg-serving:$(IMAGE_TAG) and linreg-training:$(IMAGE_TAG) (docker, else buildah)
+image: install image-tools
+	PYTHON=$(PY) deployments/image/build.sh serving training
 
 ## Format the code with ruff
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## Start a local Prefect server with its UI (SQLite in .prefect/, 127.0.0.1:4200)
+## Prefect server + UI on 127.0.0.1:4200: SQLite in .prefect/, or PostgreSQL at PREFECT_DATABASE_URL
 server: install
-	PREFECT_HOME=$(CURDIR)/.prefect $(VENV)/bin/prefect server start --host $(HOST) --port $(PREFECT_PORT) --analytics-off
+	PREFECT_HOME=$(CURDIR)/.prefect \
+		$(if $(PREFECT_DATABASE_URL),PREFECT_SERVER_DATABASE_CONNECTION_URL='$(PREFECT_DATABASE_URL)') \
+		$(VENV)/bin/prefect server start --host $(HOST) --port $(PREFECT_PORT) --analytics-off
 
 ## Start a process worker on the linreg-process pool (creates the pool if missing)
 worker: install

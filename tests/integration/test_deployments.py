@@ -277,3 +277,29 @@ def test_serve_mode_runs_both_flows_without_a_worker(prefect_stack):
         assert _load_state(prefect_stack, block).version == 1
     finally:
         stop(served)
+
+
+def test_the_server_keeps_its_runs_and_blocks_in_postgresql(prefect_stack, postgres):
+    """The stack's server really is on PostgreSQL: the runs and blocks the API reports are
+    the rows of its tables there."""
+    import asyncio
+
+    import asyncpg
+
+    params, block, _ = _params(prefect_stack, prefect_stack.data_dir, 1_000)
+    assert _run(prefect_stack, params).returncode == 0
+
+    async def count() -> tuple[int, int]:
+        connection = await asyncpg.connect(postgres.url(driver="postgresql"))
+        try:
+            runs = await connection.fetchval(
+                "SELECT count(*) FROM flow_run WHERE parameters->>'state_block' = $1", block
+            )
+            blocks = await connection.fetchval(
+                "SELECT count(*) FROM block_document WHERE name = $1", block
+            )
+            return runs, blocks
+        finally:
+            await connection.close()
+
+    assert asyncio.run(count()) == (1, 1)

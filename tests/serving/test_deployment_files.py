@@ -71,8 +71,12 @@ def test_hadolint_does_flag_a_bad_dockerfile(tmp_path: Path) -> None:
 def test_dockerfile_is_multi_stage_slim_non_root_with_healthcheck_and_gunicorn() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2
+    text = (PROJECT / "Dockerfile").read_text()
+    # One base for every stage, a build argument whose default is the official slim image.
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim-bookworm$", text, re.MULTILINE)
     for stage in stages:
-        assert re.match(r"FROM python:3\.11-slim\S* AS \w+", stage[0]), stage[0]
+        assert re.match(r"FROM \$\{BASE_IMAGE\} AS [\w-]+", stage[0]), stage[0]
+    assert stages[-1][0].endswith(" AS serving")  # the default target: `docker build .`
     final = stages[-1]
     users = [line.split()[1] for line in final if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
