@@ -30,6 +30,7 @@ COPY linreg linreg
 COPY tasks tasks
 COPY flows flows
 COPY serving serving
+COPY cli cli
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     --mount=type=secret,id=pip-ca,target=/run/secrets/pip-ca \
     pip install --no-cache-dir --no-deps . \
@@ -58,6 +59,7 @@ WORKDIR /app
 COPY linreg linreg
 COPY tasks tasks
 COPY flows flows
+COPY cli cli
 COPY main.py prefect.yaml ./
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
