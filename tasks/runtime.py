@@ -54,16 +54,23 @@ class RuntimeConfig(BaseModel):
         "cluster would take longer to start than the round to run), Dask above it.",
     )
     dask_address: str | None = Field(
-        None, description="Scheduler of an existing Dask cluster; default: a local one."
+        None,
+        description="Scheduler of an existing Dask cluster; default: $LINREG_DASK_ADDRESS of "
+        "the process running the flow (a worker's environment), else a local cluster.",
     )
     dask_workers: int = Field(2, ge=1, description="Workers of the local Dask cluster.")
     serial_max_rows: int = Field(
         2_000_000, ge=0, description="auto: the largest round run without Dask."
     )
 
+    def scheduler(self) -> str | None:
+        """The scheduler to use: the parameter, else the environment of the process that runs
+        the flow, read now (at run time, where the worker's environment says where Dask is)."""
+        return self.dask_address or os.environ.get("LINREG_DASK_ADDRESS") or None
+
     def use_dask(self, n_rows: int) -> bool:
         if self.executor == "auto":
-            return self.dask_address is not None or n_rows > self.serial_max_rows
+            return self.scheduler() is not None or n_rows > self.serial_max_rows
         return self.executor == "dask"
 
 
@@ -99,10 +106,11 @@ def dask_client(runtime: RuntimeConfig) -> Client:
     """
     context = FlowRunContext.get()
     runner = context.task_runner if context else None
+    address = runtime.scheduler()
     if _on_dask_worker() or not isinstance(runner, DaskTaskRunner):
-        return distributed.get_client() if _on_dask_worker() else Client(runtime.dask_address)
-    if runtime.dask_address and not runner.address and runner._cluster is None:
-        runner.address = runtime.dask_address
+        return distributed.get_client() if _on_dask_worker() else Client(address)
+    if address and not runner.address and runner._cluster is None:
+        runner.address = address
     elif not runner.address and runner._cluster is None:
         runner.cluster_kwargs["n_workers"] = runtime.dask_workers
     return runner.client

@@ -22,7 +22,7 @@ def validate(data: DataConfig, runtime: RuntimeConfig) -> SourcePlan:
         file_ids, urls = list(file_ids), list(urls)
         few = len(file_ids) < PARALLEL_MIN_FILES and runtime.executor == "auto"
         # With a cluster named, it inspects: the data may be visible from its workers only.
-        if runtime.executor == "serial" or (few and not runtime.dask_address):
+        if runtime.executor == "serial" or (few and not runtime.scheduler()):
             return list(map(function, file_ids, urls))
         client = dask_client(runtime)
         return client.gather(client.map(function, file_ids, urls))

@@ -170,3 +170,16 @@ def test_every_model_kind_has_a_strategy():
     assert {strategy_for(kind).kind for kind in STRATEGIES} == {"ols", "sgd"}
     with pytest.raises(ValueError, match="unknown model 'tree'"):
         strategy_for("tree")
+
+
+def test_the_runtime_reads_the_scheduler_address_when_the_run_starts(monkeypatch):
+    from tasks.runtime import RuntimeConfig
+
+    monkeypatch.delenv("LINREG_DASK_ADDRESS", raising=False)
+    runtime = RuntimeConfig()
+    assert runtime.scheduler() is None and not runtime.use_dask(1_000)
+    assert runtime.use_dask(runtime.serial_max_rows + 1)
+    monkeypatch.setenv("LINREG_DASK_ADDRESS", "tcp://scheduler:8786")
+    assert runtime.scheduler() == "tcp://scheduler:8786" and runtime.use_dask(1_000)
+    assert RuntimeConfig(dask_address="tcp://other:1").scheduler() == "tcp://other:1"
+    assert not RuntimeConfig(executor="serial").use_dask(10**9)
