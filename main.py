@@ -14,8 +14,10 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_DIR = Path(__file__).resolve().parent
 EXIT_BAD_INPUT = 2
@@ -343,6 +345,21 @@ def _delimiter(value: str | None) -> str | None:
     return value
 
 
+def check_scheduler(address: str, timeout: float = 3.0) -> None:
+    """``--dask-address`` must accept a connection within seconds, not after Prefect and the
+    flow have started and Dask's own 30-s connect timeout has run out."""
+    target = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        port = target.port or 8786
+        with socket.create_connection((target.hostname or "", port), timeout=timeout):
+            pass
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ValueError(
+            f"--dask-address {address}: cannot connect within {timeout:.0f} s ({reason})"
+        ) from None
+
+
 def check_out_dir(out_dir: str) -> None:
     """``--out`` must be a directory this process can write (made if missing)."""
     path = Path(out_dir)
@@ -388,6 +405,8 @@ def run_inputs(args: argparse.Namespace) -> tuple:
     out_dir = args.out or settings.out_dir
     if args.mode != "validate" and "://" not in out_dir:
         check_out_dir(out_dir)
+    if args.mode in ("all", "single") and args.dask_address:
+        check_scheduler(args.dask_address)
     return data, hyperparams, state_block, out_dir
 
 

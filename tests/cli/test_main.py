@@ -105,6 +105,10 @@ def test_a_local_server_is_started_once_reused_by_later_calls_and_stopped(synthe
         (["--test-fraction", "1.5"], "--test-fraction must be in [0, 1) (got 1.5)"),
         (["--alpha", "-1"], "--alpha must not be negative (got -1.0)"),
         (["--n-iter", "0"], "--n-iter must be at least 1 (got 0)"),
+        (
+            ["--dask-address", "tcp://127.0.0.1:1"],
+            "--dask-address tcp://127.0.0.1:1: cannot connect within 3 s (Connection refused)",
+        ),
     ],
 )
 def test_option_ranges_are_one_line_naming_the_option(synthetic_dir, args, message):
