@@ -564,13 +564,25 @@ def _serve(train_all, train_step, parameters: dict, cron: str) -> int:
     runs started from the UI or `prefect deployment run` execute here, no worker needed."""
     if not os.environ.get("PREFECT_API_URL"):
         print(
-            "error: --mode serve needs a Prefect server for its schedule: run `make server` "
-            "and set PREFECT_API_URL=http://127.0.0.1:4200/api",
+            "error: --mode serve needs a Prefect server for its schedule: run "
+            "`python main.py --mode server-start` (or `make server` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api)",
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-    from prefect import serve
+    import asyncio
+
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.runner import Runner
+
+    class QuietlyStoppingRunner(Runner):
+        """``prefect.serve``'s runner, but SIGTERM leaves through ``SystemExit``: Prefect's own
+        handler calls the sync ``stop()`` inside the running loop, which only makes a coroutine
+        ('Runner.astop' was never awaited); the runner's ``async with`` shuts down on exit."""
+
+        def handle_sigterm(self, *args, **kwargs) -> None:  # noqa: ARG002 - a signal handler
+            self._logger.info("SIGTERM received, shutting down...")
+            sys.exit(0)
 
     plain = {
         **parameters,
@@ -581,12 +593,20 @@ def _serve(train_all, train_step, parameters: dict, cron: str) -> int:
     one_at_a_time = ConcurrencyLimitConfig(
         limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
     )
-    serve(
+    runner = QuietlyStoppingRunner()
+    runner.add_deployment(
         train_step.to_deployment(
             name="served", cron=cron, parameters=plain, concurrency_limit=one_at_a_time
-        ),
-        train_all.to_deployment(name="served", parameters=plain, concurrency_limit=one_at_a_time),
+        )
     )
+    runner.add_deployment(
+        train_all.to_deployment(name="served", parameters=plain, concurrency_limit=one_at_a_time)
+    )
+    print("serving train-step/served (cron " + cron + ") and train-all/served; Ctrl-C stops")
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        print("stopped")
     return 0
 
 
