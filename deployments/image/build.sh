@@ -130,8 +130,10 @@ for target in "${TARGETS[@]}"; do
     log "buildah bud --target $target -t $image (base $base)"
     start=$(date +%s)
     # No --layers: with vfs every cached layer is a full copy of the root filesystem (tens
-    # of GB for the two images); the digest above already skips an unchanged image.
-    "${BUILDAH[@]}" bud --isolation chroot --network host --quiet --format docker --force-rm \
+    # of GB for the two images); the digest above already skips an unchanged image. buildah
+    # accepts --force-rm (no container left by a failed step) only beside --no-cache or --layers.
+    "${BUILDAH[@]}" bud --isolation chroot --network host --quiet --format docker \
+        --no-cache --force-rm \
         --build-arg BASE_IMAGE="$base" --target "$target" -t "$image" --label "linreg.inputs=$digest" \
         --secret id=pip.conf,src="$secrets/pip.conf" --secret id=pip-ca,src="$secrets/ca.pem" . >/dev/null
     log "built $image in $(($(date +%s) - start)) s"
