@@ -180,7 +180,6 @@ def main(argv: list[str] | None = None) -> None:
         with LocalCluster(**kwargs):
             pass
 
-    cli_settings = temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
     timings: dict[str, list[float]] = {}
     profiles: dict[str, dict[str, float]] = {}
     timings["bare_round"] = _timed(bare_round, args.runs)
@@ -188,24 +187,25 @@ def main(argv: list[str] | None = None) -> None:
     timings["cluster"] = _timed(cluster_lifecycle, args.runs)
     with prefect_test_harness(server_startup_timeout=120):
         timings["flow_heartbeat"] = _timed(_flow_call(train_step, *where), args.runs)
-        cli_settings.__enter__()  # as main.py runs flows: no heartbeat thread to join
-        timings["flow_default"] = _timed(_flow_call(train_step, *where), args.runs)
-        with LocalCluster(**kwargs) as cluster:
-            on_cluster = _flow_call(
-                train_step, *where, RuntimeConfig(dask_address=cluster.scheduler_address)
-            )
-            timings["flow_cluster"] = _timed(on_cluster, args.runs)
-            if args.profile_dir:
-                args.profile_dir.mkdir(parents=True, exist_ok=True)
-                profiles["flow_cluster"] = _profile(
-                    on_cluster,
-                    args.profile_dir / "prefect-overhead-flow-cluster.txt",
+        # As main.py runs flows: no heartbeat thread to join at exit.
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            timings["flow_default"] = _timed(_flow_call(train_step, *where), args.runs)
+            with LocalCluster(**kwargs) as cluster:
+                on_cluster = _flow_call(
+                    train_step, *where, RuntimeConfig(dask_address=cluster.scheduler_address)
                 )
-        if args.profile_dir:
-            profiles["flow_default"] = _profile(
-                _flow_call(train_step, *where),
-                args.profile_dir / "prefect-overhead-flow-default.txt",
-            )
+                timings["flow_cluster"] = _timed(on_cluster, args.runs)
+                if args.profile_dir:
+                    args.profile_dir.mkdir(parents=True, exist_ok=True)
+                    profiles["flow_cluster"] = _profile(
+                        on_cluster,
+                        args.profile_dir / "prefect-overhead-flow-cluster.txt",
+                    )
+            if args.profile_dir:
+                profiles["flow_default"] = _profile(
+                    _flow_call(train_step, *where),
+                    args.profile_dir / "prefect-overhead-flow-default.txt",
+                )
     medians: dict[str, Any] = {name: statistics.median(ts) for name, ts in timings.items()}
     emit(
         {
