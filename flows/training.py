@@ -73,12 +73,20 @@ def train_step(
     max_batches: int = Field(
         1, ge=1, description="Batches to train in this round at most (a backlog catches up)."
     ),
+    max_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Start no new batch after this many seconds of the round (the first "
+        "always runs, batches started finish); none: no limit.",
+    ),
     runtime: RuntimeConfig = RuntimeConfig(),  # noqa: B008 - an immutable pydantic default
     lifecycle: LifecycleConfig = LifecycleConfig(),  # noqa: B008 - an immutable pydantic default
 ) -> RoundResult:
     """Train the model on the next batch of data and publish the new version."""
     plan = validate(data, runtime)
-    spec = RoundSpec(hyperparams, data.batch_rows, data.test_fraction, max_batches, reset)
+    spec = RoundSpec(
+        hyperparams, data.batch_rows, data.test_fraction, max_batches, reset, max_seconds
+    )
     result = _round(plan, spec, runtime, out_dir, state_block, lifecycle)
     if not result.trained:
         get_run_logger().info("nothing new to train: version %d stays current", result.version)

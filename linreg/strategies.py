@@ -61,7 +61,9 @@ class ModelStrategy(Protocol):
         self, batch: BatchSpec, columns: Sequence[str], test_fraction: float, keep_test_rows: bool
     ) -> BatchSummary: ...
 
-    def fold(self, accumulator: Any, summary: BatchSummary, features: Sequence[str]) -> Any: ...
+    def fold(self, accumulator: Any, summary: BatchSummary, features: Sequence[str]) -> Any:
+        """The accumulator with the summary folded in; may consume ``summary.train``."""
+        ...
 
     def finish(self, accumulator: Any, features: Sequence[str]) -> Estimator: ...
 
@@ -184,6 +186,10 @@ class SgdStrategy:
         self, accumulator: StandardizedSGDRegressor, summary: BatchSummary, features: Sequence[str]
     ) -> StandardizedSGDRegressor:
         x_train, y_train, w_train = summary.train
+        # The fold consumes the rows, so a batch is freed once learnt, whoever still holds its
+        # summary: the serial loop until the next batch is read, Dask until the scheduler
+        # releases it (two batches at the peak: 617 against 496 MiB for a round of 2M rows).
+        summary.train = None
         # In slices: each partial_fit standardises a copy of its rows, so the copy stays
         # ~10 MiB instead of a second batch (a batch of 1M rows x 20 features is 160 MiB).
         for start in range(0, len(y_train), SGD_FOLD_ROWS):

@@ -12,17 +12,18 @@ calls and nothing else, so a flow, the CLI and a unit test all run this same fun
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from linreg.batches import BatchSpec, advance_cursor, plan_batches
 from linreg.config import HyperParams
 from linreg.errors import DataError
 from linreg.evaluation import regression_metrics
-from linreg.executors import Executor
+from linreg.executors import Executor, More
 from linreg.lifecycle import (
     DEFAULT_KEEP_VERSIONS,
     history_record,
@@ -42,13 +43,16 @@ _log = logging.getLogger("linreg")
 
 @dataclass(frozen=True)
 class RoundSpec:
-    """What a round trains: how the data is cut, the model, and how much of the backlog."""
+    """What a round trains: how the data is cut, the model, and how much of the backlog:
+    at most ``max_batches`` batches, and no batch started once ``max_seconds`` have passed
+    since the round began (the batches started are finished; the first always starts)."""
 
     hyperparams: HyperParams
     batch_rows: int
     test_fraction: float
     max_batches: int | None = None
     reset: bool = False
+    max_seconds: float | None = None
 
 
 @dataclass
@@ -113,6 +117,7 @@ class Gate(Protocol):
 
 
 Lock = Callable[[str], AbstractContextManager[Any]]
+Clock = Callable[[], float]
 OnBatch = Callable[[int, int, BatchSummary], None]
 
 # Who else hears of each folded batch in this context (the CLI's progress bar), whatever
@@ -147,13 +152,17 @@ def run_round(
     log: logging.Logger | logging.LoggerAdapter = _log,
     gate: Gate | None = None,
     monitor: Monitor | None = None,
+    clock: Clock = time.monotonic,
 ) -> RoundResult:
     """Train the next batches after the saved cursor into one new, published model version.
 
     Bad data anywhere in the round raises before anything is published or saved, so the
     store and the published model stay as they were; so does a ``gate`` that refuses the
     trained model. ``on_batch(index, count, summary)`` reports each batch as it is folded in.
+    ``spec.max_seconds`` is measured on ``clock`` from this call (waiting for the lock
+    included), so a run started on a schedule ends about when its budget does.
     """
+    more = time_budget(spec.max_seconds, clock)
     with lock(store.name):
         loaded = load_or_start(store, plan, spec.hyperparams, spec.reset, log)
         batches = plan_batches(plan.files, loaded.state.cursor, spec.batch_rows, spec.max_batches)
@@ -178,7 +187,7 @@ def run_round(
             spec.batch_rows,
             sum(batch.n_rows for batch in batches),
         )
-        trained = train_batches(loaded.state, plan, batches, spec, executor, on_batch, log)
+        trained = train_batches(loaded.state, plan, batches, spec, executor, on_batch, log, more)
         if monitor is not None:
             monitor.observe(loaded.state, trained)
         if gate is not None:
@@ -194,6 +203,14 @@ def run_round(
         metadata.get("sha256"),
         trained.report,
     )
+
+
+def time_budget(max_seconds: float | None, clock: Clock = time.monotonic) -> More | None:
+    """``more()`` for an executor: True until ``max_seconds`` have passed on ``clock``."""
+    if max_seconds is None:
+        return None
+    deadline = clock() + max_seconds
+    return lambda: clock() < deadline
 
 
 def load_or_start(
@@ -252,13 +269,19 @@ def train_batches(
     executor: Executor,
     on_batch: OnBatch | None = None,
     log: logging.Logger | logging.LoggerAdapter = _log,
+    more: More | None = None,
 ) -> TrainedRound:
-    """Summarise and fold ``batches`` with the model's strategy, finish, and evaluate."""
+    """Summarise and fold ``batches`` with the model's strategy, finish, and evaluate; with
+    ``more`` (a time budget), only the leading batches started before it said no."""
     plan = plan.with_levels(state.categories)
     strategy = strategy_for(spec.hyperparams.model, plan.weight, plan.inputs)
     summaries: list[BatchSummary] = []
 
     def on_summary(index: int, summary: BatchSummary) -> None:
+        if summaries:
+            # Only the newest batch's held-out rows are needed (its MAE); under a time
+            # budget every batch brings them, since which one ends the round is not known.
+            summaries[-1] = replace(summaries[-1], x_test=None, y_test=None)
         summaries.append(summary)
         report = summary.report
         dropped = ", ".join(f"'{name}' {n}" for name, n in report.dropped_by_column.items())
@@ -286,8 +309,17 @@ def train_batches(
 
     accumulator = strategy.start(state.estimator, spec.hyperparams)
     accumulator = executor.map_batches(
-        strategy, accumulator, batches, plan.columns, spec.test_fraction, on_summary
+        strategy, accumulator, batches, plan.columns, spec.test_fraction, on_summary, more
     )
+    if len(summaries) < len(batches):
+        # The accumulator holds exactly the batches reported, so the cursor advances over
+        # those and the rest stays for the next round.
+        log.info(
+            "time budget spent: %d of %d batch(es) trained, the rest is left for the next round",
+            len(summaries),
+            len(batches),
+        )
+        batches = batches[: len(summaries)]
     estimator = strategy.finish(accumulator, plan.features)
     trained = complete_round(state, estimator, batches, summaries)
     log.info("model version %d: %s", trained.state.version, _format(trained.metrics))

@@ -7,9 +7,10 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from linreg.batches import BatchSpec
-from linreg.executors import DaskExecutor, Executor, OnSummary, SerialExecutor
+from linreg.executors import DaskExecutor, Executor, More, OnSummary, SerialExecutor
 from linreg.strategies import ModelStrategy
 from tasks.runtime import RuntimeConfig, dask_client
 
@@ -29,9 +30,19 @@ class TaskExecutor:
         columns: Sequence[str],
         test_fraction: float,
         on_summary: OnSummary,
+        more: More | None = None,
     ) -> Any:
+        # quote(): Prefect would otherwise walk every batch spec and the estimator looking
+        # for futures before the task starts (see tasks.state.TaskStateStore.save).
         return partial_fit(
-            self.runtime, strategy, accumulator, batches, columns, test_fraction, on_summary
+            self.runtime,
+            strategy,
+            quote(accumulator),
+            quote(batches),
+            columns,
+            test_fraction,
+            on_summary,
+            more,
         )
 
 
@@ -44,15 +55,23 @@ def partial_fit(
     columns: Sequence[str],
     test_fraction: float,
     on_summary: OnSummary,
+    more: More | None = None,
 ) -> Any:
     """Read each batch in chunks, drop rows with missing values, split train/test by row
-    identity (on Dask for a large round), and update the model on it, in batch order."""
+    identity (on Dask for a large round), and update the model on it, in batch order, until
+    ``more()`` says the round's time budget is spent."""
     n_rows = sum(batch.n_rows for batch in batches)
     executor: Executor
     if runtime.use_dask(n_rows):
         client = dask_client(runtime)
         executor = DaskExecutor(client)
-        where = f"on Dask ({len(client.nthreads())} worker(s) at {client.scheduler.address})"
+        address = client.scheduler.address
+        workers = len(client.nthreads())
+        where = (
+            f"on Dask ({workers} worker thread(s) in this process)"
+            if address.startswith("inproc://")
+            else f"on Dask ({workers} worker(s) at {address})"
+        )
     else:
         executor = SerialExecutor()
         where = "in this process" + (
@@ -62,4 +81,6 @@ def partial_fit(
             else ""
         )
     get_run_logger().info("%s: %d batch(es) %s", strategy.kind, len(batches), where)
-    return executor.map_batches(strategy, accumulator, batches, columns, test_fraction, on_summary)
+    return executor.map_batches(
+        strategy, accumulator, batches, columns, test_fraction, on_summary, more
+    )

@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from linreg import lifecycle
 from linreg.config import HyperParams
@@ -37,7 +38,8 @@ class ArtifactPublisher:
     def publish(
         self, trained: TrainedRound, plan: SourcePlan, hyperparams: HyperParams
     ) -> dict[str, Any]:
-        return publish(self.files, trained, plan, hyperparams, self.state_block)
+        # quote(): no walk through the round's arrays and the plan's file list for futures.
+        return publish(self.files, quote(trained), quote(plan), hyperparams, self.state_block)
 
 
 @task(

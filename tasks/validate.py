@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -13,10 +15,9 @@ from tasks.runtime import RuntimeConfig, dask_client
 PARALLEL_MIN_FILES = 64
 
 
-@task(name="validate", cache_policy=NO_CACHE)
-def validate(data: DataConfig, runtime: RuntimeConfig) -> SourcePlan:
-    """Check that every file is readable, shares one schema, and has numeric columns
-    (many files are inspected in parallel on the Dask cluster)."""
+def file_mapper(runtime: RuntimeConfig) -> Callable[..., list]:
+    """``mapper(inspect_file, file_ids, urls)``: in this process for a few files, on the
+    run's Dask cluster for many (or whenever a cluster is named)."""
 
     def inspect_all(function, file_ids, urls):
         file_ids, urls = list(file_ids), list(urls)
@@ -27,7 +28,14 @@ def validate(data: DataConfig, runtime: RuntimeConfig) -> SourcePlan:
         client = dask_client(runtime)
         return client.gather(client.map(function, file_ids, urls))
 
-    plan = validate_source(data, inspect_all)
+    return inspect_all
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate(data: DataConfig, runtime: RuntimeConfig) -> SourcePlan:
+    """Check that every file is readable, shares one schema, and has numeric columns
+    (many files are inspected in parallel on the Dask cluster)."""
+    plan = validate_source(data, file_mapper(runtime))
     logger = get_run_logger()
     logger.info(
         "validated %s: %d file(s), %d rows, features %s, target '%s'",

@@ -159,6 +159,47 @@ def test_new_files_are_picked_up_by_the_next_step(synthetic_dir, tmp_path, state
     assert TrainingStateBlock.load(state_block).state.cursor["part-00009.parquet"] == 300
 
 
+def _artifacts_of(state_block: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    keys = [artifact_key(state_block, kind) for kind in ("metrics", "model")]
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        )
+
+
+def test_a_budgeted_step_drains_the_backlog_in_one_round_then_is_a_no_op(
+    synthetic_dir, tmp_path, state_block
+):
+    """The cron deployment after an outage: the first run trains every batch that arrived
+    in one round and one publish; a run queued behind it publishes and saves nothing."""
+    directory, _ = synthetic_dir
+    data = DataConfig(source=str(directory), batch_rows=1_000)
+    out = tmp_path / "out"
+    kwargs = {
+        "data": data,
+        "hyperparams": HyperParams(model="ols"),
+        "out_dir": str(out),
+        "state_block": state_block,
+        "max_batches": 1_000,
+        "max_seconds": 600.0,
+    }
+    first = train_step(**kwargs)
+    state = TrainingStateBlock.load(state_block).state
+    assert (first.trained, first.version, first.batches) == (True, 1, 6)
+    assert sum(state.cursor.values()) == 6_000 and state.batches_trained == 6
+    assert [path.name for path in (out / "versions").iterdir()] == ["1"]
+    files, stored = _snapshot(out, state_block)
+    artifacts = _artifacts_of(state_block)
+    assert artifacts  # the round published its metrics and model artifacts
+    queued = train_step(**kwargs)
+    assert (queued.trained, queued.version, queued.batches) == (False, 1, 0)
+    assert _snapshot(out, state_block) == (files, stored)
+    assert len(_artifacts_of(state_block)) == len(artifacts)
+
+
 def test_a_different_schema_is_refused_unless_reset(synthetic_dir, tmp_path, state_block):
     directory, _ = synthetic_dir
     out = tmp_path / "out"

@@ -146,6 +146,7 @@ def test_concurrency_storm_through_the_server(prefect_stack, figures):
             "hyperparams": {"model": "ols"},
             "out_dir": str(out),
             "state_block": block,
+            "max_batches": 1,  # one batch a run: ten runs, ten versions
         }
     )
     results: list[subprocess.CompletedProcess] = []

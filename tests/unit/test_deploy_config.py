@@ -57,5 +57,24 @@ def test_ci_runs_the_readme_test_command():
 )
 def test_every_prefect_yaml_entrypoint_imports(deployment):
     flow = load_flow_from_entrypoint(str(PROJECT / deployment["entrypoint"]))
-    assert flow.name in {"train-step", "train-all", "rollback", "promote", "skip-batch"}
+    assert flow.name in {"train-step", "train-all", "rollback", "promote", "skip-batch", "score"}
     assert flow.description
+
+
+def test_the_cron_deployment_catches_up_within_its_default_interval():
+    """train-step/scheduled drains a backlog in one round, and its time budget leaves the
+    run room to finish (publish, save) before the Makefile's default cron fires again."""
+    from prefect._vendor.croniter import croniter
+
+    deployments = yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
+    (step,) = [d for d in deployments if d["entrypoint"].endswith(":train_step")]
+    parameters = step["parameters"]
+    flow = load_flow_from_entrypoint(str(PROJECT / step["entrypoint"]))
+    schema = flow.parameters.model_dump()["properties"]
+    assert {"max_batches", "max_seconds"} <= set(schema)
+    assert parameters["max_batches"] > 1
+    cron = re.search(r"^LINREG_STEP_CRON \?= (.+)$", (PROJECT / "Makefile").read_text(), re.M)
+    slots = croniter(cron.group(1).strip(), 0)
+    first, second = slots.get_next(float), slots.get_next(float)
+    interval = second - first
+    assert 0 < parameters["max_seconds"] <= interval / 2, (parameters["max_seconds"], interval)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
 
+from linreg.batches import plan_batches
 from linreg.config import DataConfig, HyperParams
 from linreg.errors import DataError, StateError
 from linreg.executors import DaskExecutor, SerialExecutor
@@ -166,6 +167,24 @@ def test_the_round_holds_the_lock_from_load_to_save(synthetic_dir, tmp_path):
     assert events == ["lock block", "load", "save", "unlock"]
 
 
+def test_an_sgd_fold_frees_the_rows_it_learnt(synthetic_dir):
+    # Whoever still holds the summary (the serial loop while it reads the next batch, Dask
+    # until the scheduler releases it) no longer holds the batch's rows.
+    directory, _ = synthetic_dir
+    data = DataConfig(source=str(directory), batch_rows=6_000)
+    plan = validate_source(data)
+    columns = [*plan.features, plan.target]
+    strategy = strategy_for("sgd")
+    batch = plan_batches(plan.files, {}, data.batch_rows)[0]
+    summary = strategy.summarise(batch, columns, data.test_fraction, keep_test_rows=True)
+    x_train, _, _ = summary.train
+    assert len(x_train) > 0
+    model = strategy.fold(strategy.start(None, HyperParams(model="sgd")), summary, plan.features)
+    assert summary.train is None
+    assert summary.holdout.n == summary.report.rows_test and summary.x_test is not None
+    assert model.coef_.shape == (len(plan.features),)
+
+
 def test_every_model_kind_has_a_strategy():
     assert {strategy_for(kind).kind for kind in STRATEGIES} == {"ols", "sgd"}
     with pytest.raises(ValueError, match="unknown model 'tree'"):
@@ -183,3 +202,198 @@ def test_the_runtime_reads_the_scheduler_address_when_the_run_starts(monkeypatch
     assert runtime.scheduler() == "tcp://scheduler:8786" and runtime.use_dask(1_000)
     assert RuntimeConfig(dask_address="tcp://other:1").scheduler() == "tcp://other:1"
     assert not RuntimeConfig(executor="serial").use_dask(10**9)
+
+
+class FakeClock:
+    """A clock the test moves: each folded batch "takes" ``per_batch`` seconds."""
+
+    def __init__(self, per_batch: float = 10.0) -> None:
+        self.now = 1_000.0
+        self.per_batch = per_batch
+
+    def __call__(self) -> float:
+        return self.now
+
+    def on_batch(self, index: int, count: int, summary) -> None:  # noqa: ARG002 - an OnBatch
+        self.now += self.per_batch
+
+
+def _budget_round(directory, out, store, clock, executor=None, model="ols", lock=None, **spec):
+    data = DataConfig(source=str(directory), batch_rows=1_000)
+    return run_round(
+        validate_source(data),
+        RoundSpec(HyperParams(model=model), data.batch_rows, data.test_fraction, **spec),
+        executor=executor or SerialExecutor(),
+        store=store,
+        publisher=FilePublisher(str(out)),
+        on_batch=clock.on_batch,
+        clock=clock,
+        **({} if lock is None else {"lock": lock}),
+    )
+
+
+def _versions(out: Path) -> list[int]:
+    return sorted(int(path.name) for path in (out / "versions").iterdir())
+
+
+def test_a_time_budget_stops_starting_batches_and_the_next_round_takes_the_rest(
+    synthetic_dir, tmp_path
+):
+    directory, _ = synthetic_dir
+    store, clock, out = InMemoryStateStore(), FakeClock(per_batch=10.0), tmp_path / "out"
+    # Batches start at t = 0, 10, 20 (< 25); at t = 30 the budget is spent.
+    first = _budget_round(directory, out, store, clock, max_seconds=25.0)
+    state = store.load()
+    assert (first.trained, first.version, first.batches) == (True, 1, 3)
+    assert state.cursor == {"part-00000.parquet": 2_000, "part-00001.parquet": 1_000}
+    assert state.batches_trained == 3 and _versions(out) == [1]  # one round, one publish
+    assert state.rows_trained + state.rows_held_out + state.rows_dropped == 3_000
+
+    bounded = InMemoryStateStore()
+    _round(directory, tmp_path / "bounded", bounded, batch_rows=1_000, max_batches=3)
+    assert bounded.load().cursor == state.cursor
+    np.testing.assert_allclose(
+        json.loads((out / "model.json").read_text())["coef"],
+        json.loads((tmp_path / "bounded" / "model.json").read_text())["coef"],
+        rtol=1e-12,
+    )
+    assert json.loads((out / "model.json").read_text())["metrics"] == pytest.approx(
+        json.loads((tmp_path / "bounded" / "model.json").read_text())["metrics"], rel=1e-12
+    )
+
+    second = _budget_round(directory, out, store, clock, max_seconds=1_000.0)
+    state = store.load()
+    assert (second.version, second.batches) == (2, 3) and _versions(out) == [1, 2]
+    assert sum(state.cursor.values()) == 6_000 and state.batches_trained == 6
+    assert state.rows_trained + state.rows_held_out + state.rows_dropped == 6_000
+    whole = InMemoryStateStore()
+    _round(directory, tmp_path / "whole", whole, batch_rows=1_000)
+    assert state.rows_trained == whole.load().rows_trained  # no row lost, none twice
+    np.testing.assert_allclose(
+        json.loads((out / "model.json").read_text())["coef"],
+        json.loads((tmp_path / "whole" / "model.json").read_text())["coef"],
+        rtol=1e-12,
+    )
+
+
+def test_max_batches_bounds_a_round_within_its_time_budget(synthetic_dir, tmp_path):
+    directory, _ = synthetic_dir
+    store, clock = InMemoryStateStore(), FakeClock(per_batch=1.0)
+    result = _budget_round(
+        directory, tmp_path / "out", store, clock, max_batches=4, max_seconds=1_000.0
+    )
+    assert result.batches == 4 and sum(store.load().cursor.values()) == 4_000
+
+
+def test_a_budget_spent_before_the_first_batch_still_trains_one(synthetic_dir, tmp_path):
+    directory, _ = synthetic_dir
+    store, clock = InMemoryStateStore(), FakeClock()
+
+    @contextmanager
+    def slow_lock(name: str):  # noqa: ARG001 - a Lock
+        clock.now += 3_600.0  # waited an hour for another run to finish
+        yield
+
+    result = _budget_round(directory, tmp_path / "out", store, clock, lock=slow_lock, max_seconds=5)
+    assert (result.trained, result.batches) == (True, 1)
+    assert sum(store.load().cursor.values()) == 1_000
+
+
+class CountingPublisher(FilePublisher):
+    def __init__(self, out_dir: str) -> None:
+        super().__init__(out_dir)
+        self.calls = 0
+
+    def publish(self, trained, plan, hyperparams):
+        self.calls += 1
+        return super().publish(trained, plan, hyperparams)
+
+
+def test_a_round_with_nothing_new_publishes_and_saves_nothing(synthetic_dir, tmp_path):
+    """A queued run after a catch-up: loads the state under the lock, finds no new rows,
+    and leaves at once: no publish, no save, the lock released."""
+    directory, _ = synthetic_dir
+    out = tmp_path / "out"
+    saves: list[int] = []
+
+    class RecordingStore(InMemoryStateStore):
+        def save(self, state, expected_version):
+            saves.append(state.version)
+            super().save(state, expected_version)
+
+    store = RecordingStore("block")
+    _round(directory, out, store, batch_rows=1_000, max_batches=100)
+    assert saves == [1]
+    before = _snapshot(out, store)
+    held: list[str] = []
+
+    @contextmanager
+    def lock(name: str):
+        held.append(name)
+        yield
+        held.remove(name)
+
+    data = DataConfig(source=str(directory), batch_rows=1_000)
+    publisher = CountingPublisher(str(out))
+    result = run_round(
+        validate_source(data),
+        RoundSpec(HyperParams(model="ols"), 1_000, data.test_fraction, 100, max_seconds=60.0),
+        executor=SerialExecutor(),
+        store=store,
+        publisher=publisher,
+        lock=lock,
+    )
+    assert (result.trained, result.version, result.batches) == (False, 1, 0)
+    assert publisher.calls == 0 and saves == [1] and held == []
+    assert _snapshot(out, store) == before
+
+
+class Allow:
+    """``more()`` that says yes ``times`` times, then no; counts the questions."""
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.asked = 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.asked <= self.times
+
+
+@pytest.mark.parametrize("model", ["ols", "sgd"])
+@pytest.mark.parametrize(("window", "allowed"), [(3, 1), (3, 2), (2, 4), (1, 0)])
+def test_the_dask_window_finishes_batches_in_flight_and_starts_none_after_the_stop(
+    synthetic_dir, dask_client, model, window, allowed
+):
+    """Stopping with batches in flight: those submitted are folded (for sgd each is already
+    chained into the model), none is dropped or folded twice, and the accumulator covers
+    exactly the batches reported, as a serial round of that many batches does."""
+    from linreg.batches import plan_batches
+
+    directory, _ = synthetic_dir
+    plan = validate_source(DataConfig(source=str(directory), batch_rows=1_000))
+    batches = plan_batches(plan.files, {}, 1_000)
+    strategy = strategy_for(model)
+    hyper = HyperParams(model=model)
+
+    def run(executor, more, count=None):
+        reported: list[int] = []
+        accumulator = executor.map_batches(
+            strategy,
+            strategy.start(None, hyper),
+            batches if count is None else batches[:count],
+            plan.columns,
+            0.2,
+            lambda index, summary: reported.append(index),
+            more,
+        )
+        return strategy.finish(accumulator, plan.features), reported
+
+    more = Allow(allowed)
+    dask_model, reported = run(DaskExecutor(dask_client, window=window), more)
+    started = allowed + 1  # the first batch never asks
+    assert reported == list(range(started))
+    assert more.asked == allowed + 1  # one "no", then no more questions
+    serial_model, _ = run(SerialExecutor(), None, count=started)
+    assert dask_model.n_samples_seen_ == serial_model.n_samples_seen_
+    np.testing.assert_allclose(dask_model.coef_, serial_model.coef_, rtol=1e-12)
