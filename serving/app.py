@@ -4,7 +4,8 @@ Three protocols over one model store, one set of checks and one set of metrics:
 
 - native: ``POST /predict``, ``GET /model``, ``/model/history``, ``/healthz``, ``/readyz``,
   ``/metrics``, ``/openapi.json``;
-- MLflow's scoring protocol: ``POST /invocations`` (``serving/mlflow_scoring.py``);
+- MLflow's scoring protocol: ``POST /invocations`` (``serving/mlflow_scoring.py``), and its
+  server's ``GET /ping``, ``/health`` and ``/version``;
 - the Open Inference Protocol (V2): ``/v2``, ``/v2/health/{live,ready}``,
   ``/v2/models/{name}[/versions/{version}][/ready|/infer]`` (``serving/open_inference.py``).
 
@@ -38,6 +39,7 @@ logger = logging.getLogger("serving")
 
 NO_MODEL = "no model is loaded yet; waiting for model.json and model.pkl in the model directory"
 SERVER_NAME = "linreg-serving"
+SERVER_VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -189,8 +191,19 @@ def native_routes(service: Service) -> list[Route]:
 
 
 def mlflow_routes(service: Service) -> list[Route]:
-    """``POST /invocations``, MLflow's scoring protocol."""
+    """``POST /invocations``, MLflow's scoring protocol, and its server's probes."""
     settings, store = service.settings, service.store
+
+    def ping(environ: dict[str, Any]) -> Reply:
+        """MLflow's ``/ping`` and ``/health``: 200 once a model is loaded (503 before, where
+        MLflow, which never starts without one, would say 404: here that means no such path).
+        MLflow's body is a bare newline; this one is JSON, as every answer here is, and
+        MLflow's clients (``wait_server_ready``, SageMaker's probe) read only the status."""
+        return json_reply({"status": "ready", "model_version": current_model(store).version})
+
+    def version(environ: dict[str, Any]) -> Reply:
+        """MLflow's ``/version`` gives its own release; this one the service's."""
+        return json_reply({"name": SERVER_NAME, "version": SERVER_VERSION})
 
     def invocations(environ: dict[str, Any]) -> Reply:
         mimetype, parameters = media_type(environ)
@@ -202,7 +215,13 @@ def mlflow_routes(service: Service) -> list[Route]:
         predictions = predict_checked(model, X, "row {}".format)
         return json_reply({"predictions": predictions}, headers=version_header(model))
 
-    return [Route("/invocations", "POST", invocations, "mlflow", mlflow_scoring.mlflow_error)]
+    error = mlflow_scoring.mlflow_error
+    return [
+        Route("/invocations", "POST", invocations, "mlflow", error),
+        Route("/ping", "GET", ping, "mlflow", error),
+        Route("/health", "GET", ping, "mlflow", error),
+        Route("/version", "GET", version, "mlflow", error),
+    ]
 
 
 def v2_routes(service: Service) -> list[Route]:
@@ -220,7 +239,7 @@ def v2_routes(service: Service) -> list[Route]:
         return model
 
     def server_metadata(environ: dict[str, Any]) -> Reply:
-        return json_reply({"name": SERVER_NAME, "version": "1", "extensions": []})
+        return json_reply({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
 
     def live(environ: dict[str, Any]) -> Reply:
         return json_reply({"live": True})

@@ -18,6 +18,13 @@ from pathlib import Path
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # Threads: an idle keep-alive connection or a slow client does not block the worker.
+# Measured against it under bench/serve's wrk load (same runs, 1-row bodies, 2026-12-02;
+# python -m bench.serve.profile gives the per-stage shares): gunicorn's C parser
+# (gunicorn_h1c, http_parser = "fast") 1.10x the throughput at 0.92x the CPU per request,
+# but it ships as source only and the images install binary wheels only; 8 threads per
+# worker 0.97-1.02x, 2 threads 0.83-0.99x; serving kept-alive requests on the poller thread
+# (no pool handoff) 1.00-1.07x at 0.91-0.95x the CPU, not taken: a slow reader or a model
+# reload from an object store would then stall every connection of the worker.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 # Each worker listens on its own SO_REUSEPORT socket, and the kernel spreads new connections

@@ -5,7 +5,9 @@ pandas' split orient), ``dataframe_records`` (a list of ``{column: value}``), ``
 (rows, or records) or ``inputs`` (rows, or ``{column: [values]}``), and optionally ``params``
 (accepted and ignored: the model takes none, and MLflow ignores them for such models too);
 ``text/csv`` bodies are a header line of column names, then rows. Columns are matched to the
-model's features by name, in any order. The answer is ``{"predictions": [...]}``, and errors
+model's features by name, in any order; a model with categorical inputs (``model.json``
+``inputs``) takes its raw inputs instead, numbers and category levels as strings, encoded as
+``/predict`` encodes them. The answer is ``{"predictions": [...]}``, and errors
 are MLflow's ``{"error_code": "...", "message": "..."}`` (with this service's statuses: 400,
 413, 415, 422, 503, where MLflow says 400 to all but 415).
 """
@@ -28,7 +30,9 @@ from serving.payload import (
     key_problems,
     kind,
     matrix_from_columns,
+    matrix_from_input_columns,
     matrix_from_instances,
+    matrix_from_raw_inputs,
     matrix_from_rows,
     names,
 )
@@ -73,10 +77,11 @@ def parse_invocation(
 
 def parse_json(body: bytes, model: LinearModel, max_rows: int) -> np.ndarray:
     """A JSON body: exactly one of the four formats, and optionally ``params``."""
-    # Rows of numbers, the common body, in one pass.
-    X = fast_rows(body, _ROW_KEYS, len(model.features), max_rows)
-    if X is not None:
-        return X
+    # Rows of numbers, the common body, in one pass (not for raw inputs: they hold strings).
+    if not model.inputs:
+        X = fast_rows(body, _ROW_KEYS, len(model.features), max_rows)
+        if X is not None:
+            return X
     document = decode_json(body)
     if type(document) is not dict:
         raise ServiceError(422, f"{_REQUIRED}; it is {kind(document)}")
@@ -92,11 +97,12 @@ def parse_json(body: bytes, model: LinearModel, max_rows: int) -> np.ndarray:
     data = document[key]
     if key == "dataframe_split":
         return _split(data, model, max_rows)
-    if key == "dataframe_records":
-        return matrix_from_instances(data, model, max_rows, key, records_only=True)
     if key == "inputs" and type(data) is dict:
         return _columns(data, model, max_rows)
-    return matrix_from_instances(data, model, max_rows, key)
+    records_only = key == "dataframe_records"
+    if model.inputs:
+        return matrix_from_raw_inputs(data, model, max_rows, key, records_only)
+    return matrix_from_instances(data, model, max_rows, key, records_only)
 
 
 def _split(data: Any, model: LinearModel, max_rows: int) -> np.ndarray:
@@ -120,35 +126,49 @@ def _split(data: Any, model: LinearModel, max_rows: int) -> np.ndarray:
             )
     if "index" in data and (type(data["index"]) is not list or len(data["index"]) != len(rows)):
         raise ServiceError(422, '"dataframe_split.index" must be a list with one label per row')
-    columns = data["columns"]
-    X = matrix_from_rows(
-        rows,
-        columns,  # each a feature's name, checked above
-        lambda row, column: f'dataframe_split.data[{row}][{column}] (column "{columns[column]}")',
-    )
+    columns = data["columns"]  # each a column's name, checked above
+
+    def where(row: int, column: int) -> str:
+        return f'dataframe_split.data[{row}][{column}] (column "{columns[column]}")'
+
+    if model.inputs:
+        in_body = np.argsort(order).tolist()  # for each input, its column in the body
+        return matrix_from_input_columns(
+            [[row[column] for row in rows] for column in in_body],
+            model,
+            lambda row, position: where(row, in_body[position]),
+        )
+    X = matrix_from_rows(rows, columns, where)
     return X[:, np.argsort(order)]
 
 
 def _columns(data: dict[str, Any], model: LinearModel, max_rows: int) -> np.ndarray:
-    """TF serving's columnar ``inputs``: ``{feature: [value per row], ...}``."""
-    if data.keys() != model.feature_set:
+    """TF serving's columnar ``inputs``: ``{column: [value per row], ...}``."""
+    if data.keys() != model.column_set:
         raise ServiceError(
             422,
             f'"inputs" {key_problems(data.keys(), model)}; its keys must be exactly the '
-            f"model's features: {names(model.features)}",
+            f"model's {model.column_noun}: {names(model.columns)}",
         )
-    columns = [data[feature] for feature in model.features]
-    for feature, values in zip(model.features, columns, strict=True):
-        check_row_count(values, max_rows, f"inputs.{feature}")
+    columns = [data[name] for name in model.columns]
+    for name, values in zip(model.columns, columns, strict=True):
+        check_row_count(values, max_rows, f"inputs.{name}")
     if len(set(map(len, columns))) != 1:
-        raise ServiceError(422, '"inputs": every feature must have the same number of values')
-    return matrix_from_columns(
-        columns, model.features, lambda row, column: f'inputs["{model.features[column]}"][{row}]'
-    )
+        raise ServiceError(
+            422, f'"inputs": every {model.column_noun[:-1]} must have the same number of values'
+        )
+
+    def where(row: int, column: int) -> str:
+        return f'inputs["{model.columns[column]}"][{row}]'
+
+    if model.inputs:
+        return matrix_from_input_columns(columns, model, where)
+    return matrix_from_columns(columns, model.features, where)
 
 
 def parse_csv(body: bytes, model: LinearModel, max_rows: int) -> np.ndarray:
-    """A header line naming the features (any order), then one line of numbers per row."""
+    """A header line naming the model's columns (any order), then one line per row: numbers,
+    and category levels for categorical inputs."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -158,7 +178,9 @@ def parse_csv(body: bytes, model: LinearModel, max_rows: int) -> np.ndarray:
     except csv.Error as error:
         raise ServiceError(400, f"the body is not valid CSV: {error}") from None
     if not lines:
-        raise ServiceError(422, "the CSV body is empty; send a header line of features, then rows")
+        raise ServiceError(
+            422, "the CSV body is empty; send a header line of column names, then rows"
+        )
     order = _column_order(lines[0], model, "the CSV header")
     rows = check_row_count(lines[1:], max_rows, "CSV rows")
     for index, row in enumerate(rows):
@@ -167,39 +189,56 @@ def parse_csv(body: bytes, model: LinearModel, max_rows: int) -> np.ndarray:
                 422, f"CSV line {index + 2} has {len(row)} fields; the header has {len(order)}"
             )
     header = lines[0]
+
+    def where(index: int, column: int) -> str:
+        return f'CSV line {index + 2}, column "{header[column]}"'
+
+    if model.inputs:
+        in_body = np.argsort(order).tolist()  # for each input, its column in the body
+        columns = []
+        for column, spec in zip(in_body, model.inputs, strict=True):
+            fields = [row[column] for row in rows]
+            if spec.kind == "numeric":
+                fields = [
+                    _csv_number(field, where(index, column), f"input {spec.name} takes numbers")
+                    for index, field in enumerate(fields)
+                ]
+            columns.append(fields)
+        return matrix_from_input_columns(
+            columns, model, lambda index, position: where(index, in_body[position])
+        )
     X = np.empty((len(rows), len(order)), dtype=np.float64)
     for index, row in enumerate(rows):
         for column, field in enumerate(row):
             X[index, order[column]] = _csv_number(
-                field, f'CSV line {index + 2}, column "{header[column]}"'
+                field, where(index, column), "the model's features are numbers"
             )
     return X
 
 
-def _csv_number(field: str, where: str) -> float:
+def _csv_number(field: str, where: str, what: str) -> float:
+    """``field`` as a finite number; ``what`` ends the refusal ("input x takes numbers")."""
     # float() also reads "nan", "inf" and "1_000", which pandas does not take for numbers.
     try:
         value = float(field)
     except ValueError:
-        raise ServiceError(
-            422, f"{where} is not a number; the model's features are numbers"
-        ) from None
+        raise ServiceError(422, f"{where} is not a number; {what}") from None
     if not np.isfinite(value) or "_" in field:
         raise ServiceError(422, f"{where} is not a finite number")
     return value
 
 
 def _column_order(columns: Any, model: LinearModel, name: str) -> list[int]:
-    """For each column of the body, the index of its feature in the model."""
+    """For each column of the body, the index of its column (feature or input) in the model."""
     if type(columns) is not list or not all(type(column) is str for column in columns):
         raise ServiceError(422, f"{name} must be a list of column names")
     if len(set(columns)) != len(columns):
         raise ServiceError(422, f"{name} names a column more than once")
-    if set(columns) != model.feature_set:
+    if set(columns) != model.column_set:
         raise ServiceError(
             422,
             f"{name} {key_problems(columns, model, 'column(s)')}; the columns must be exactly "
-            f"the model's features: {names(model.features)}",
+            f"the model's {model.column_noun}: {names(model.columns)}",
         )
-    position = {feature: index for index, feature in enumerate(model.features)}
+    position = {column: index for index, column in enumerate(model.columns)}
     return [position[column] for column in columns]

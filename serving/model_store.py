@@ -54,6 +54,9 @@ class LinearModel:
         The ``model.json`` it was published with.
     inputs : tuple of InputColumn
         The raw columns requests send when some are categorical; empty: rows of features.
+    columns : tuple of str
+        What a request's columns are: the inputs' names if some are categorical, else the
+        features; ``column_noun`` says which ("inputs" or "features").
     """
 
     version: int
@@ -63,10 +66,17 @@ class LinearModel:
     metadata: dict[str, Any]
     inputs: tuple[InputColumn, ...] = ()
     feature_set: frozenset[str] = field(init=False, repr=False)
+    columns: tuple[str, ...] = field(init=False, repr=False)
+    column_set: frozenset[str] = field(init=False, repr=False)
+    column_noun: str = field(init=False, repr=False)
     row_values: Callable[[dict[str, Any]], tuple[Any, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_set", frozenset(self.features))
+        columns = tuple(column.name for column in self.inputs) if self.inputs else self.features
+        object.__setattr__(self, "columns", columns)
+        object.__setattr__(self, "column_set", frozenset(columns))
+        object.__setattr__(self, "column_noun", "inputs" if self.inputs else "features")
         getter = itemgetter(*self.features)
         # itemgetter of one key returns the value, not a 1-tuple.
         values = getter if len(self.features) > 1 else (lambda row: (getter(row),))

@@ -6,9 +6,12 @@ layouts:
 
 - one tensor of shape ``[n, n_features]``, columns in the model's feature order (any name);
 - one tensor per feature, named after it, of shape ``[n]`` or ``[n, 1]``: the layout of
-  MLServer's pandas codec, and the one a categorical feature will use (a ``BYTES`` tensor of
-  strings). Strings reach the same checker as every other value, which today refuses them
-  naming the feature.
+  MLServer's pandas codec.
+
+A model with categorical inputs (``model.json`` ``inputs``) takes one tensor per raw input
+instead, named after it: a numeric datatype for a numeric input, ``BYTES`` (its data JSON
+strings, the levels) for a categorical one, encoded as ``/predict`` encodes them. Its metadata
+lists those inputs, the categorical ones as ``BYTES``.
 
 Numeric datatypes are FP16/32/64 and (U)INT8/16/32/64; values are read as that type (so an
 INT8 of 300, or an FP32 of 1e39, is refused) and predicted in float64. The answer is one FP64
@@ -28,6 +31,7 @@ from serving.payload import (
     decode_json,
     kind,
     matrix_from_columns,
+    matrix_from_input_columns,
     matrix_from_rows,
     names,
 )
@@ -57,9 +61,23 @@ def model_metadata(model: LinearModel, name: str) -> dict[str, Any]:
         "name": name,
         "versions": [str(model.version)],
         "platform": "linreg",
-        "inputs": [{"name": f, "datatype": "FP64", "shape": [-1]} for f in model.features],
+        "inputs": [
+            {"name": name, "datatype": datatype, "shape": [-1]}
+            for name, datatype in input_datatypes(model)
+        ],
         "outputs": [{"name": output_name(model), "datatype": "FP64", "shape": [-1]}],
     }
+
+
+def input_datatypes(model: LinearModel) -> list[tuple[str, str]]:
+    """Each input tensor's name and datatype: a feature's FP64, or a raw input's (BYTES for a
+    categorical one)."""
+    if not model.inputs:
+        return [(feature, "FP64") for feature in model.features]
+    return [
+        (column.name, "BYTES" if column.kind == "categorical" else "FP64")
+        for column in model.inputs
+    ]
 
 
 def parse_infer(body: bytes, model: LinearModel, max_rows: int) -> tuple[np.ndarray, dict]:
@@ -86,8 +104,16 @@ def parse_infer(body: bytes, model: LinearModel, max_rows: int) -> tuple[np.ndar
     for index, tensor in enumerate(tensors):
         _check_tensor(tensor, index)
     by_name = {tensor["name"]: index for index, tensor in enumerate(tensors)}
-    if len(tensors) == len(model.features) and by_name.keys() == model.feature_set:
+    if len(tensors) == len(model.columns) and by_name.keys() == model.column_set:
         return _from_columns(tensors, by_name, model, max_rows), echo
+    if model.inputs:
+        categorical = [column.name for column in model.inputs if column.kind == "categorical"]
+        raise ServiceError(
+            422,
+            "inputs: this model has categorical inputs; send one tensor per input named after "
+            f"it ({names(model.columns)}), BYTES for {names(categorical)}; got "
+            f"{len(tensors)} tensor(s) whose names are not those inputs",
+        )
     if len(tensors) == 1:
         return _from_matrix(tensors[0], model, max_rows), echo
     raise ServiceError(
@@ -208,21 +234,35 @@ def _from_matrix(tensor: dict[str, Any], model: LinearModel, max_rows: int) -> n
 def _from_columns(
     tensors: list[dict[str, Any]], by_name: dict[str, int], model: LinearModel, max_rows: int
 ) -> np.ndarray:
+    """A tensor per column of the model (feature, or raw input), each named after it."""
     columns = []
-    for feature in model.features:
-        index = by_name[feature]
+    kinds = [column.kind for column in model.inputs] or ["numeric"] * len(model.columns)
+    for name, column_kind in zip(model.columns, kinds, strict=True):
+        index = by_name[name]
         tensor = tensors[index]
-        where = f'inputs[{index}] ("{feature}")'
+        where = f'inputs[{index}] ("{name}")'
         shape = tensor["shape"]
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
             raise ServiceError(422, f"{where} has shape {shape}; it must be [n] or [n, 1]")
+        if column_kind == "categorical" and tensor["datatype"] != "BYTES":
+            raise ServiceError(
+                422,
+                f"{where} is {tensor['datatype']}; input {name} is categorical: send its "
+                "levels as strings in a BYTES tensor",
+            )
         columns.append(_typed(_flat(tensor, where), tensor["datatype"], where))
     if len(set(map(len, columns))) != 1:
-        raise ServiceError(422, "inputs: every feature's tensor must have the same number of rows")
+        noun = model.column_noun[:-1]
+        raise ServiceError(422, f"inputs: every {noun}'s tensor must have the same number of rows")
     _check_rows(len(columns[0]), max_rows)
-    features = model.features
-    where = [f'inputs[{by_name[feature]}] ("{feature}").data' for feature in features]
-    return matrix_from_columns(columns, features, lambda row, column: f"{where[column]}[{row}]")
+    where_data = [f'inputs[{by_name[name]}] ("{name}").data' for name in model.columns]
+
+    def where(row: int, column: int) -> str:
+        return f"{where_data[column]}[{row}]"
+
+    if model.inputs:
+        return matrix_from_input_columns(columns, model, where)
+    return matrix_from_columns(columns, model.features, where)
 
 
 def _check_rows(n_rows: int, max_rows: int) -> None:

@@ -22,6 +22,7 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 def openapi_document(settings: ServingSettings) -> dict[str, Any]:
     """The API as served with ``settings`` (its row and body limits included)."""
     number = {"type": "number"}
+    value = {"type": ["number", "string"]}  # strings: levels of categorical inputs
     status = {
         "type": "object",
         "required": ["status"],
@@ -147,6 +148,7 @@ def openapi_document(settings: ServingSettings) -> dict[str, Any]:
                 }
             },
             "/invocations": {"post": _invocations(settings, common)},
+            **_mlflow_server_paths(common),
             **_v2_paths(settings, common),
         },
         "components": {
@@ -162,14 +164,16 @@ def openapi_document(settings: ServingSettings) -> dict[str, Any]:
                             "maxItems": settings.max_rows,
                             "description": (
                                 "Rows: lists of numbers in the order of the model's features "
-                                "(GET /model), or objects with exactly those features as keys."
+                                "(GET /model), or objects with exactly those features as keys. "
+                                "A model with categorical inputs (model.json inputs) takes "
+                                "rows of those instead, levels as strings."
                             ),
                             "items": {
                                 "oneOf": [
-                                    {"type": "array", "items": number, "minItems": 1},
+                                    {"type": "array", "items": value, "minItems": 1},
                                     {
                                         "type": "object",
-                                        "additionalProperties": number,
+                                        "additionalProperties": value,
                                         "minProperties": 1,
                                     },
                                 ]
@@ -282,7 +286,8 @@ def _invocations(settings: ServingSettings, common: dict[str, Any]) -> dict[str,
         "description": (
             "Exactly one of dataframe_split, dataframe_records, instances, inputs (and "
             "optionally params, ignored); or text/csv with a header line of the features. "
-            "Columns are matched to the model's features by name."
+            "Columns are matched to the model's features by name; a model with categorical "
+            "inputs (model.json inputs) takes those raw inputs instead, levels as strings."
         ),
         "requestBody": {
             "required": True,
@@ -317,9 +322,46 @@ def _invocations(settings: ServingSettings, common: dict[str, Any]) -> dict[str,
                 f"More than {settings.max_body_bytes} bytes or {settings.max_rows} rows."
             ),
             "415": _mlflow_error("Content-Type is not application/json or text/csv (UTF-8)."),
-            "422": _mlflow_error("Not the model's features as numbers."),
+            "422": _mlflow_error(
+                "Not the model's columns: features as numbers; or raw inputs, numbers and "
+                "known levels as strings."
+            ),
             "503": _mlflow_error("No model is loaded yet."),
             **common,
+        },
+    }
+
+
+def _mlflow_server_paths(common: dict[str, Any]) -> dict[str, Any]:
+    """MLflow's scoring server's ``/ping``, ``/health`` and ``/version``."""
+    ready = {
+        "type": "object",
+        "required": ["status", "model_version"],
+        "properties": {"status": {"type": "string"}, "model_version": {"type": "integer"}},
+    }
+    probe = {
+        "get": {
+            "summary": "MLflow's health probe: 200 once a model is loaded (as /readyz).",
+            "responses": {
+                "200": _json("Ready, with the model version.", ready),
+                "503": _mlflow_error("No model is loaded yet."),
+                **common,
+            },
+        }
+    }
+    version = {
+        "type": "object",
+        "required": ["name", "version"],
+        "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+    }
+    return {
+        "/ping": probe,
+        "/health": probe,
+        "/version": {
+            "get": {
+                "summary": "The server's name and version (MLflow's gives its release).",
+                "responses": {"200": _json("Name and version.", version), **common},
+            }
         },
     }
 
@@ -334,7 +376,10 @@ def _v2_paths(settings: ServingSettings, common: dict[str, Any]) -> dict[str, An
     not_ready = _error("No model is loaded yet.")
     flag = {"type": "object", "additionalProperties": {"type": "boolean"}}
     metadata = {
-        "summary": "Model metadata: the input tensors (one per feature), output and version.",
+        "summary": (
+            "Model metadata: the input tensors (one per feature, or per raw input with the "
+            "categorical ones BYTES), output and version."
+        ),
         "responses": {
             "200": _json("The metadata.", {"$ref": "#/components/schemas/ModelMetadata"}),
             "404": unknown,
@@ -347,7 +392,10 @@ def _v2_paths(settings: ServingSettings, common: dict[str, Any]) -> dict[str, An
         "responses": {"200": _json("Ready.", flag), "404": unknown, "503": not_ready},
     }
     infer = {
-        "summary": "Predictions for typed tensors: one [n, n_features] tensor or one per feature.",
+        "summary": (
+            "Predictions for typed tensors: one [n, n_features] tensor or one per feature; "
+            "for a model with categorical inputs, one per raw input (BYTES for categories)."
+        ),
         "requestBody": {
             "required": True,
             "content": {

@@ -117,67 +117,86 @@ def parse_instances(body: bytes, model: LinearModel, max_rows: int) -> np.ndarra
 _SHOWN_LEVEL = 40
 
 
-def matrix_from_raw_inputs(rows: Any, model: LinearModel, max_rows: int, name: str) -> np.ndarray:
-    """Rows of a model's raw inputs (lists in ``inputs`` order, or objects by input name),
-    numbers and category levels (strings), as the float64 feature matrix of the model:
-    each category one-hot in treatment coding, as in training. 422 names any wrong value,
-    and an unknown level (shown cut to 40 characters: the one value ever quoted)."""
+def matrix_from_raw_inputs(
+    rows: Any, model: LinearModel, max_rows: int, name: str, records_only: bool = False
+) -> np.ndarray:
+    """Rows of a model's raw inputs (lists in ``inputs`` order, or objects by input name;
+    only objects if ``records_only``), numbers and category levels (strings), as the float64
+    feature matrix of the model (``matrix_from_input_columns``)."""
     rows = check_row_count(rows, max_rows, name)
-    inputs = model.inputs
-    input_names = [column.name for column in inputs]
-    expected = frozenset(input_names)
-    offsets, start = [], 0
-    for column in inputs:
-        offsets.append(start)
-        start += len(column.feature_names())
-    codes = [{level: code for code, level in enumerate(column.levels)} for column in inputs]
-    X = np.zeros((len(rows), len(model.features)), dtype=np.float64)
+    input_names = model.columns
+    expected = model.column_set
     by_name = type(rows[0]) is dict
     shape = (
         f"an object with the model's inputs as keys ({names(input_names)})"
-        if by_name
-        else f"a list of {len(inputs)} values in the model's inputs order ({names(input_names)})"
+        if by_name or records_only
+        else f"a list of {len(input_names)} values in the model's inputs order "
+        f"({names(input_names)})"
     )
     for index, row in enumerate(rows):
         if by_name and type(row) is dict:
             if row.keys() != expected:
-                missing = [input_name for input_name in input_names if input_name not in row]
-                extra = len(set(row) - expected)
-                problems = [f"lacks {names(missing)}"] if missing else []
-                problems += [f"has {extra} key(s) that are not inputs"] if extra else []
-                raise ServiceError(422, f"{name}[{index}] {' and '.join(problems)}; " + shape)
-            values = [row[input_name] for input_name in input_names]
-            where = [f'{name}[{index}]["{input_name}"]' for input_name in input_names]
-        elif not by_name and type(row) is list:
-            if len(row) != len(inputs):
+                problems = key_problems(row.keys(), model)
+                raise ServiceError(422, f"{name}[{index}] {problems}; each row must be " + shape)
+        elif not by_name and not records_only and type(row) is list:
+            if len(row) != len(input_names):
                 raise ServiceError(
                     422, f"{name}[{index}] has {len(row)} values; each row must be " + shape
                 )
-            values = row
-            where = [f"{name}[{index}][{position}]" for position in range(len(inputs))]
         else:
             raise ServiceError(422, f"{name}[{index}] is {kind(row)}; each row must be " + shape)
-        for position, (column, value) in enumerate(zip(inputs, values, strict=True)):
-            if column.kind == "numeric":
-                check_number(value, column.name, where[position])
-                X[index, offsets[position]] = value
-                continue
+    if by_name:
+        columns = [[row[input_name] for row in rows] for input_name in input_names]
+        return matrix_from_input_columns(
+            columns, model, lambda row, position: f'{name}[{row}]["{input_names[position]}"]'
+        )
+    columns = [[row[position] for row in rows] for position in range(len(input_names))]
+    return matrix_from_input_columns(
+        columns, model, lambda row, position: f"{name}[{row}][{position}]"
+    )
+
+
+def matrix_from_input_columns(
+    columns: list[list[Any]], model: LinearModel, where: Where
+) -> np.ndarray:
+    """One list of values per raw input of ``model`` (in ``model.inputs`` order, all of one
+    length) as its float64 feature matrix: a numeric input's numbers as they are, a
+    categorical input's levels (strings) one-hot in treatment coding, as in training.
+
+    ``where(row, position)`` names a value in the protocol's terms. 422 names any wrong
+    value, and an unknown level (shown cut to 40 characters: the one value ever quoted):
+    training encodes an unseen level as zeros, but a request naming a level the model never
+    saw is more likely a mistake (a typo, a renamed level) than a new category.
+    """
+    X = np.zeros((len(columns[0]), len(model.features)), dtype=np.float64)
+    offset = 0
+    for position, (column, values) in enumerate(zip(model.inputs, columns, strict=True)):
+        if column.kind == "numeric":
+            if not set(map(type, values)) <= _NUMBERS:
+                for row, value in enumerate(values):
+                    check_number(value, column.name, where(row, position), "input")
+            X[:, offset] = np.array(values, dtype=np.float64)
+            offset += 1
+            continue
+        codes = {level: code for code, level in enumerate(column.levels)}
+        for row, value in enumerate(values):
             if type(value) is not str:
                 raise ServiceError(
                     422,
-                    f"{where[position]} is {kind(value)}; input {column.name} takes a level "
-                    f"as a string ({names(list(column.levels))})",
+                    f"{where(row, position)} is {kind(value)}; input {column.name} takes a "
+                    f"level as a string ({names(list(column.levels))})",
                 )
-            code = codes[position].get(value.strip())
+            code = codes.get(value.strip())
             if code is None:
                 shown = value if len(value) <= _SHOWN_LEVEL else value[:_SHOWN_LEVEL] + "..."
                 raise ServiceError(
                     422,
-                    f"{where[position]}: level {shown!r} of input {column.name} is unknown to "
-                    f"the model (levels: {names(list(column.levels))})",
+                    f"{where(row, position)}: level {shown!r} of input {column.name} is "
+                    f"unknown to the model (levels: {names(list(column.levels))})",
                 )
             if code:
-                X[index, offsets[position] + code - 1] = 1.0
+                X[row, offset + code - 1] = 1.0
+        offset += len(column.levels) - 1
     return X
 
 
@@ -247,10 +266,11 @@ def matrix_from_columns(
     return X
 
 
-def check_number(value: Any, feature: str, where: str) -> None:
-    """422 unless ``value`` is a JSON number (not a boolean): what a numeric feature takes."""
+def check_number(value: Any, feature: str, where: str, noun: str = "feature") -> None:
+    """422 unless ``value`` is a JSON number (not a boolean): what a numeric feature (or
+    ``noun``: input) takes."""
     if type(value) not in _NUMBERS:
-        raise ServiceError(422, f"{where} is {kind(value)}; feature {feature} takes numbers")
+        raise ServiceError(422, f"{where} is {kind(value)}; {noun} {feature} takes numbers")
 
 
 def predict_checked(
@@ -307,15 +327,16 @@ def _values_from_objects(rows: list[Any], model: LinearModel, name: str) -> list
 
 
 def key_problems(keys: Any, model: LinearModel, noun: str = "key(s)") -> str:
-    """What is wrong with a set of names meant to be the features: 'lacks x03 and has 1 key(s)
-    that are not features' (names of the model only, never the body's)."""
-    missing = [feature for feature in model.features if feature not in keys]
-    unknown = len(set(keys) - model.feature_set)
+    """What is wrong with a set of names meant to be the model's columns (its features, or
+    its inputs): 'lacks x03 and has 1 key(s) that are not features' (names of the model
+    only, never the body's)."""
+    missing = [column for column in model.columns if column not in keys]
+    unknown = len(set(keys) - model.column_set)
     problems = []
     if missing:
         problems.append(f"lacks {names(missing)}")
     if unknown:
-        problems.append(f"has {unknown} {noun} that are not features")
+        problems.append(f"has {unknown} {noun} that are not {model.column_noun}")
     return " and ".join(problems)
 
 

@@ -6,10 +6,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from linreg.config import DataConfig, HyperParams
+from linreg.executors import SerialExecutor
+from linreg.state import InMemoryStateStore
+from linreg.training import FilePublisher, RoundSpec, run_round
+from linreg.validation import validate_source
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.serving.support import (
@@ -32,6 +39,27 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
 def retrained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """Another model (other data, other coefficients) with the same features."""
     return train(tmp_path_factory.mktemp("data-b"), seed=8)
+
+
+@pytest.fixture(scope="session")
+def categorical_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ols model, published by the pipeline's round, of y on a number x and a category
+    colour (levels blue, green, red; features x, colour=green, colour=red)."""
+    root = tmp_path_factory.mktemp("categorical")
+    rng = np.random.default_rng(11)
+    colour = rng.choice(["red", "green", "blue"], size=1_000)
+    x = rng.normal(size=1_000)
+    y = 2.0 * x + np.select([colour == "green", colour == "red"], [3.0, -1.0], 0.0) + 0.5
+    pd.DataFrame({"x": x, "colour": colour, "y": y}).to_csv(root / "data.csv", index=False)
+    data = DataConfig(source=str(root / "data.csv"), target="y", categorical=["colour"])
+    run_round(
+        validate_source(data),
+        RoundSpec(HyperParams(model="ols"), data.batch_rows, 0.0),
+        executor=SerialExecutor(),
+        store=InMemoryStateStore(),
+        publisher=FilePublisher(str(root / "model")),
+    )
+    return root / "model"
 
 
 @pytest.fixture

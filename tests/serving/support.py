@@ -186,6 +186,18 @@ def expected_predictions(metadata: dict[str, Any], rows: Any) -> np.ndarray:
     return X @ np.asarray(metadata["coef"]) + metadata["intercept"]
 
 
+def categorical_predictions(metadata: dict[str, Any], rows: Any) -> np.ndarray:
+    """Predictions of the categorical model (``categorical_model_dir``) for rows of
+    ``(x, colour)``: treatment coding written out, features x, colour=green, colour=red."""
+    assert metadata["features"] == ["x", "colour=green", "colour=red"]
+    X = np.array(
+        [[float(x), colour.strip() == "green", colour.strip() == "red"] for x, colour in rows],
+        dtype=np.float64,
+    )
+    with np.errstate(all="ignore"):
+        return X @ np.asarray(metadata["coef"]) + metadata["intercept"]
+
+
 @dataclass
 class Response:
     status: int

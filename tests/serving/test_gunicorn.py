@@ -343,6 +343,10 @@ def test_an_mlflow_style_client_and_a_v2_client_get_the_same_predictions(
     metadata = json.loads((server.model_dir / "model.json").read_text())
     expected = expected_predictions(metadata, ROWS)
     before = scrape(http)
+    # MLflow's client waits for GET /ping to answer 200 before it sends anything.
+    for path in ("/ping", "/health"):
+        assert http.request("GET", path).status == 200
+    assert http.request("GET", "/version").json()["version"] == "1"
     frame = pd.DataFrame(ROWS, columns=FEATURES)
     mlflow_bodies = [
         ({"dataframe_split": frame.to_dict(orient="split")}, JSON),
@@ -385,6 +389,8 @@ def test_an_mlflow_style_client_and_a_v2_client_get_the_same_predictions(
     for endpoint, protocol, count in (
         ("/invocations", "mlflow", 3),
         ("/v2/models/{name}/infer", "v2", 1),
+        ("/ping", "mlflow", 1),
+        ("/version", "mlflow", 1),
     ):
         counted = requests_counted(after, endpoint, "200", protocol)
         assert counted - requests_counted(before, endpoint, "200", protocol) == count

@@ -539,9 +539,29 @@ def test_the_v2_model_name_comes_from_the_settings(settings: ServingSettings) ->
     assert ServingSettings.from_env({"MODEL_NAME": "prices"}).model_name == "prices"
 
 
+def test_mlflow_ping_health_and_version(client: FlaskClient) -> None:
+    """MLflow's scoring server answers /ping and /health with 200 once its model is loaded
+    (what its client's wait_server_ready and SageMaker's probe check), and /version."""
+    for path in ("/ping", "/health"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert response.get_json() == {"status": "ready", "model_version": 1}
+    version = client.get("/version")
+    assert version.status_code == 200
+    assert version.get_json() == {"name": "linreg-serving", "version": "1"}
+    assert version.get_json()["version"] == client.get("/v2").get_json()["version"]
+    response = client.post("/ping", json={})
+    assert (response.status_code, response.headers["Allow"]) == (405, "GET, HEAD, OPTIONS")
+
+
 def test_without_a_model_every_protocol_is_alive_but_not_ready(tmp_path: Path) -> None:
     client = create_app(ServingSettings(model_dir=str(tmp_path / "none"))).test_client()
     assert client.get("/v2/health/live").status_code == 200
+    for path in ("/ping", "/health"):
+        response = client.get(path)
+        assert response.status_code == 503
+        assert response.get_json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert client.get("/version").status_code == 200
     for path in ("/v2/health/ready", "/v2/models/linreg/ready", "/v2/models/linreg"):
         assert client.get(path).status_code == 503
     infer = client.post("/v2/models/linreg/infer", json={"inputs": _ONE})
@@ -560,6 +580,7 @@ def test_every_protocol_serves_the_hot_swapped_model(
     mlflow = client.post("/invocations", json={"dataframe_records": _records(ROWS)})
     v2 = client.post("/v2/models/linreg/infer", json={"inputs": _columns(ROWS, FEATURES)})
     assert native["model_version"] == 2
+    assert client.get("/ping").get_json()["model_version"] == 2
     assert mlflow.headers["X-Model-Version"] == "2"
     assert v2.get_json()["model_version"] == "2"
     for predictions in (
@@ -579,6 +600,7 @@ def test_metrics_count_each_protocol_under_its_own_label(client: FlaskClient) ->
         client.post("/v2/models/linreg/infer", json={"inputs": _ONE})
     client.post("/v2/models/nope/infer", json={"inputs": _ONE})
     client.get("/v2/health/ready")
+    client.get("/ping")
     text = client.get("/metrics").get_data(as_text=True)
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -593,6 +615,7 @@ def test_metrics_count_each_protocol_under_its_own_label(client: FlaskClient) ->
         ("linreg_serving_requests_total", labels("/v2/models/{name}/infer", "200", "v2")): 3,
         ("linreg_serving_requests_total", labels("/v2/models/{name}/infer", "404", "v2")): 1,
         ("linreg_serving_requests_total", labels("/v2/health/ready", "200", "v2")): 1,
+        ("linreg_serving_requests_total", labels("/ping", "200", "mlflow")): 1,
     }
 
 
