@@ -16,8 +16,14 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from cli.local_server import CallServer
 
 PROJECT_DIR = Path(__file__).resolve().parent
 EXIT_BAD_INPUT = 2
@@ -44,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=[
             *["all", "single", "serve", "validate", "server-start", "server-stop"],
             *LIFECYCLE_MODES,
+            "predict",
         ],
         default="all",
         help="all: every remaining batch (train-all); single: one batch (train-step); "
@@ -51,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "server); validate: only check the data (no Prefect, nothing written); "
         "server-start / server-stop: a local Prefect server (SQLite in the Prefect home, "
         "127.0.0.1:$PREFECT_PORT or 4200) that later calls use instead of starting a "
-        "temporary one each; " + LIFECYCLE_HELP,
+        "temporary one each; " + LIFECYCLE_HELP + "; " + PREDICT_HELP,
     )
     parser.add_argument(
         "--data",
@@ -122,6 +129,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--delay", type=float, default=0.0, help="seconds between batches in --mode all"
     )
     parser.add_argument(
+        "--max-batches",
+        type=int,
+        default=1,
+        help="batches one --mode single (or serve) round trains at most: a backlog is caught "
+        "up in one round and one publish",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        help="--mode single (or serve): start no new batch after this many seconds of the "
+        "round (the first always runs, batches started finish) (default: no limit)",
+    )
+    parser.add_argument(
         "--test-fraction", type=float, default=0.2, help="share of rows held out for evaluation"
     )
     parser.add_argument(
@@ -169,6 +189,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(faster than starting a cluster) and Dask above it",
     )
     add_lifecycle_options(parser)
+    add_predict_options(parser)
     return parser.parse_args(argv)
 
 
@@ -213,6 +234,132 @@ def check_lifecycle_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--to must be a version number, at least 1 (got {args.to})")
 
 
+# Batch scoring (linreg/scoring.py): --mode predict and its options in one block.
+PREDICT_HELP = (
+    "predict: score --data with the model published in --out (the live one, or --version N) "
+    "into Parquet shards under --predictions (no Prefect; Dask for large data)"
+)
+
+
+def add_predict_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("batch scoring (--mode predict)")
+    group.add_argument(
+        "--predictions",
+        metavar="DIR",
+        help="directory or object-store URL of the prediction shards (part-NNNNN.parquet: "
+        "file, row, prediction and the kept columns; _scoring.json last); required by predict",
+    )
+    group.add_argument(
+        "--version",
+        type=int,
+        help="score with the kept version N under --out/versions (default: the live model)",
+    )
+    group.add_argument(
+        "--keep-columns",
+        metavar="A,B",
+        help="comma-separated columns of --data copied beside each prediction (e.g. an id)",
+    )
+
+
+def run_predict_mode(args: argparse.Namespace) -> int:
+    """--mode predict: in this process for small data, on Dask above serial_max_rows (or
+    with --dask-address); no Prefect, so it runs while the Prefect server is down."""
+    import time
+
+    from linreg.config import Settings, parse_storage_options
+    from linreg.errors import ModelFileError
+    from linreg.scoring import check_predictions, load_scorer, plan_scoring, run_scoring
+    from linreg.sources import CsvFormat
+
+    started = time.perf_counter()
+    quiet = args.quiet or args.json
+    try:
+        if not args.predictions:
+            raise ValueError("--mode predict needs --predictions DIR (where the shards go)")
+        if args.version is not None and args.version < 1:
+            raise ValueError(f"--version must be at least 1 (got {args.version})")
+        check_options(args)
+        if args.dask_address:
+            check_scheduler(args.dask_address)
+        options = parse_storage_options(args.storage_option)
+        out_dir = args.out or Settings.from_env().out_dir
+        scorer = load_scorer(out_dir, args.version, options)
+        csv = CsvFormat(
+            delimiter=_delimiter(args.csv_delimiter),
+            decimal=args.csv_decimal,
+            thousands=args.csv_thousands,
+            na_values=tuple(token for token in (args.na_values or "").split(",") if token),
+        )
+        keep = [name.strip() for name in (args.keep_columns or "").split(",") if name.strip()]
+        source = args.data or Settings.from_env().sample_dir
+        plan = plan_scoring(source, scorer, keep, args.batch_rows, csv, options)
+        check_predictions(args.predictions, options)  # before a cluster starts
+        dask = args.executor == "dask" or (
+            args.executor == "auto" and (args.dask_address or plan.n_rows > SERIAL_MAX_ROWS)
+        )
+        if not quiet:
+            where = "on Dask" if dask else "in this process"
+            print(
+                f"{source}: {len(plan.files)} file(s), {plan.n_rows:,} rows in "
+                f"{len(plan.batches)} batch(es) {where}; model version {scorer.version} "
+                f"from {out_dir}"
+            )
+        with _scoring_client(args, dask) as client:
+            summary = run_scoring(plan, scorer, args.predictions, options, client)
+    except (ValueError, ModelFileError) as error:  # DataError is a ValueError
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as error:  # noqa: BLE001 - one line, not a traceback
+        print(f"error: scoring failed: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    result = {**summary.to_dict(), "seconds": round(time.perf_counter() - started, 3)}
+    if args.json:
+        print(json.dumps(result))
+    elif not quiet:
+        missing = ", ".join(f"{k} {v:,}" for k, v in summary.missing_by_column.items())
+        print(
+            f"scored {summary.rows:,} rows with model version {summary.model_version}: "
+            f"{summary.rows_scored:,} predictions, {summary.rows_null:,} null"
+            + (f" (missing or non-finite: {missing})" if missing else "")
+        )
+        if summary.unknown_levels:
+            unknown = ", ".join(f"{k} {v:,}" for k, v in summary.unknown_levels.items())
+            print(f"  unknown category levels (scored as the reference level): {unknown}")
+        print(f"predictions: {len(summary.shards)} shard(s) in {args.predictions}")
+    return 0
+
+
+# As training's RuntimeConfig.serial_max_rows: below it a cluster takes longer to start.
+SERIAL_MAX_ROWS = 2_000_000
+
+
+@contextmanager
+def _scoring_client(args: argparse.Namespace, dask: bool) -> Iterator[Any]:
+    """A Dask client for --mode predict (None: score in this process): the scheduler of
+    --dask-address, else a local cluster of --dask-workers worker threads in this process
+    (reading, predicting and writing release the GIL), as training's."""
+    if not dask:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if args.dask_address:
+        with Client(args.dask_address) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=args.dask_workers,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
 def run_training_flow(args: argparse.Namespace, common: dict):
     """--mode all, single or skip: the flow's result."""
     from flows import skip_batch, train_all, train_step
@@ -227,7 +374,12 @@ def run_training_flow(args: argparse.Namespace, common: dict):
     )
     if args.mode == "all":
         return train_all(**common, n_iter=args.n_iter, delay=args.delay, lifecycle=lifecycle)
-    return train_step(**common, lifecycle=lifecycle)
+    return train_step(**common, lifecycle=lifecycle, **_budget(args))
+
+
+def _budget(args: argparse.Namespace) -> dict:
+    """train-step's catch-up budget: --max-batches, --max-seconds."""
+    return {"max_batches": args.max_batches, "max_seconds": args.max_seconds}
 
 
 def run_lifecycle_mode(args: argparse.Namespace) -> int:
@@ -276,31 +428,84 @@ def prefect_home() -> Path:
     return Path(os.environ.get("PREFECT_HOME") or PROJECT_DIR / ".prefect")
 
 
-def configure_environment() -> str:
-    """Which Prefect server this call uses, nothing sent to the internet; a line saying so.
+# Nothing sent to the internet; Dask's own log lines are for errors only.
+CALL_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "DASK_LOGGING__DISTRIBUTED": "error",
+}
+
+
+def call_environment(environ: dict[str, str], home: Path, api_url: str) -> dict[str, str]:
+    """The environment a call on the local server at ``api_url`` runs with (what
+    :func:`configure_environment` makes of ``environ``): the warm runner compares it with
+    its own."""
+    configured = {**CALL_DEFAULTS, **environ, "PREFECT_HOME": str(home)}
+    configured.setdefault("PREFECT_API_URL", api_url)
+    return configured
+
+
+def run_in_warm_runner(argv: list[str]) -> int | None:
+    """A training call on the local server goes to its warm runner (``cli.warm``), which
+    has Prefect, scikit-learn and Dask imported: the exit code, or None to run here (no
+    runner, or one that cannot take this call)."""
+    from cli import local_server, warm
+
+    if (
+        os.environ.get("PREFECT_API_URL")
+        or os.environ.get(warm.CHILD_FLAG)
+        or os.environ.get("LINREG_WARM_RUNNER") == "0"  # opted out: run in this process
+    ):
+        return None
+
+    home = prefect_home()
+    found = local_server.running_runner(home)
+    if not found:
+        return None
+    api_url, path = found
+    return warm.run_in_runner(argv, call_environment(dict(os.environ), home, api_url), path)
+
+
+def configure_environment(mode: str) -> tuple[str, CallServer | None]:
+    """Which Prefect server this call uses, nothing sent to the internet; a line saying so,
+    and the server started for this call if there is one (wait for it before the flow runs).
     Must run before Prefect is imported, which reads its settings at import time.
 
     ``PREFECT_API_URL`` if set; else the local server of ``--mode server-start`` if it runs
-    (no start-up cost); else a temporary server for this call (SQLite in the Prefect home).
+    (no start-up cost); else a server for this call (SQLite in the Prefect home), started now
+    so that it boots while this process imports the flows.
     """
-    from cli.local_server import running_server
+    from cli.local_server import CallServer, running_server
+    from cli.warm import CHILD_FLAG
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    for key, value in CALL_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if os.environ.get(CHILD_FLAG):  # forked by the local server's warm runner
+        local = os.environ["PREFECT_API_URL"]
+        return (
+            f"Prefect server: the local one at {local}, in its warm runner (pid "
+            f"{os.getppid()}) (`--mode server-stop` stops both)",
+            None,
+        )
     if os.environ.get("PREFECT_API_URL"):
-        return f"Prefect server: {os.environ['PREFECT_API_URL']} (PREFECT_API_URL)"
+        return f"Prefect server: {os.environ['PREFECT_API_URL']} (PREFECT_API_URL)", None
     home = prefect_home()
     os.environ["PREFECT_HOME"] = str(home)
     local = running_server(home)
     if local:
         os.environ["PREFECT_API_URL"] = local
-        return f"Prefect server: the local one at {local} (`--mode server-stop` stops it)"
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "true")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+        return f"Prefect server: the local one at {local} (`--mode server-stop` stops it)", None
+    if mode == "serve":
+        return "Prefect server: none", None  # --mode serve refuses to run without one
+    server = CallServer(home)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    # Every run on a server of this call's own is on this host: the OS file lock serialises
+    # them (as with Prefect's temporary server), with no SQLite write-lock retries.
+    os.environ.setdefault("LINREG_LOCK_BACKEND", "file")
     return (
         f"Prefect server: a temporary one for this call, runs kept in {home} "
-        "(`python main.py --mode server-start` keeps one running, so calls start in seconds)"
+        "(`python main.py --mode server-start` keeps one running, so calls start in seconds)",
+        server,
     )
 
 
@@ -323,6 +528,13 @@ def check_options(args: argparse.Namespace) -> None:
         ("--alpha", args.alpha, args.alpha >= 0, "must not be negative"),
         ("--n-iter", args.n_iter, args.n_iter is None or args.n_iter >= 1, "must be at least 1"),
         ("--delay", args.delay, args.delay >= 0, "must not be negative"),
+        ("--max-batches", args.max_batches, args.max_batches >= 1, "must be at least 1"),
+        (
+            "--max-seconds",
+            args.max_seconds,
+            args.max_seconds is None or 0 < args.max_seconds < float("inf"),
+            "must be a positive number of seconds",
+        ),
         ("--dask-workers", args.dask_workers, args.dask_workers >= 1, "must be at least 1"),
     ]
     for option, value, ok, rule in limits:
@@ -411,14 +623,20 @@ def run_inputs(args: argparse.Namespace) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.mode in ("server-start", "server-stop"):
         return _local_server(args.mode)
+    if args.mode in ("all", "single", "skip"):
+        code = run_in_warm_runner(argv)
+        if code is not None:
+            return code
 
-    from linreg.errors import DataError, ModelFileError, StateError
+    from linreg.errors import StateError
 
-    if args.mode in ("rollback", "promote", "history"):
-        return run_lifecycle_mode(args)
+    if args.mode in ("rollback", "promote", "history", "predict"):
+        # No Prefect: these work while the Prefect server is down.
+        return (run_predict_mode if args.mode == "predict" else run_lifecycle_mode)(args)
     try:
         check_lifecycle_options(args)
         data, hyperparams, state_block, out_dir = run_inputs(args)
@@ -431,11 +649,9 @@ def main(argv: list[str] | None = None) -> int:
     status = _validate(data, quiet=quiet and args.mode != "validate")
     if status or args.mode == "validate":
         return status
-    server_line = configure_environment()
+    server_line, call_server = configure_environment(args.mode)
     if not quiet:
         print(server_line)
-
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from flows import train_all, train_step
     from tasks.runtime import RuntimeConfig
@@ -459,8 +675,21 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     if args.mode == "serve":
-        return _serve(train_all, train_step, common, args.cron)
+        return _serve(train_all, train_step, common, args.cron, _budget(args))
+    return _train(args, common, call_server, quiet, bar)
+
+
+def _train(args, common: dict, call_server: CallServer | None, quiet: bool, bar: bool) -> int:
+    """Run the mode's flow (once this call's own server answers); print its result; the
+    exit code."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from linreg.errors import DataError, ModelFileError, StateError
+
+    out_dir, state_block = common["out_dir"], common["state_block"]
     try:
+        if call_server:
+            call_server.wait_ready()
         # Nothing watches a CLI run's heartbeats (no worker; a killed call ends with the
         # process), and at exit Prefect joins the heartbeat thread, which sleeps in 1-s steps:
         # ~0.5 s per call. Deployment runs keep Prefect's default for zombie detection.
@@ -482,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.json:
         print(json.dumps(_summary(result, out_dir, state_block)))
     elif not quiet:
-        _print_result(result, out_dir)
+        _print_result(result, out_dir, ui=call_server is None)
     return 0
 
 
@@ -559,7 +788,7 @@ def _validate(data, quiet: bool = False) -> int:
     return 0
 
 
-def _serve(train_all, train_step, parameters: dict, cron: str) -> int:
+def _serve(train_all, train_step, parameters: dict, cron: str, budget: dict) -> int:
     """Background training: this process serves both flows, train-step on a cron schedule;
     runs started from the UI or `prefect deployment run` execute here, no worker needed."""
     if not os.environ.get("PREFECT_API_URL"):
@@ -596,7 +825,10 @@ def _serve(train_all, train_step, parameters: dict, cron: str) -> int:
     runner = QuietlyStoppingRunner()
     runner.add_deployment(
         train_step.to_deployment(
-            name="served", cron=cron, parameters=plain, concurrency_limit=one_at_a_time
+            name="served",
+            cron=cron,
+            parameters={**plain, **budget},
+            concurrency_limit=one_at_a_time,
         )
     )
     runner.add_deployment(
@@ -646,7 +878,9 @@ def _one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-def _print_result(result, out_dir: str) -> None:
+def _print_result(result, out_dir: str, ui: bool = True) -> None:
+    """The run's outcome and where its model is; where its runs can be seen (``ui``: on the
+    server the call used, which outlives it)."""
     out = out_dir.rstrip("/") if "://" in out_dir else Path(out_dir).resolve()
     if result.trained:
         r2 = (result.metrics or {}).get("r2")
@@ -657,7 +891,7 @@ def _print_result(result, out_dir: str) -> None:
     else:
         print(f"nothing new to train: model version {result.version} stays current")
     print(f"model: {out}/model.pkl (metadata: {out}/model.json)")
-    if os.environ.get("PREFECT_API_URL"):
+    if ui and os.environ.get("PREFECT_API_URL"):
         print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
     else:
         print(

@@ -90,9 +90,8 @@ def test_a_local_server_is_started_once_reused_by_later_calls_and_stopped(synthe
     finally:
         stopped = run_cli("--mode", "server-stop", env=env)
     assert stopped.stdout.strip() == f"stopped the local Prefect server (pid {record['pid']})"
-    assert (
-        not psutil.pid_exists(record["pid"]) or psutil.Process(record["pid"]).status() == "zombie"
-    )
+    for pid in (record["pid"], record["runner"]["pid"]):  # the server and its warm runner
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
     assert not (home / "linreg-server.json").exists()
     after = run_cli("--mode", "validate", "--data", str(directory), env=env)
     assert after.returncode == 0
@@ -105,6 +104,9 @@ def test_a_local_server_is_started_once_reused_by_later_calls_and_stopped(synthe
         (["--test-fraction", "1.5"], "--test-fraction must be in [0, 1) (got 1.5)"),
         (["--alpha", "-1"], "--alpha must not be negative (got -1.0)"),
         (["--n-iter", "0"], "--n-iter must be at least 1 (got 0)"),
+        (["--max-batches", "0"], "--max-batches must be at least 1 (got 0)"),
+        (["--max-seconds", "0"], "--max-seconds must be a positive number of seconds (got 0.0)"),
+        (["--max-seconds", "nan"], "--max-seconds must be a positive number of seconds (got nan)"),
         (
             ["--dask-address", "tcp://127.0.0.1:1"],
             "--dask-address tcp://127.0.0.1:1: cannot connect within 3 s (Connection refused)",
