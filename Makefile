@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+BENCH_INSTALLED := $(VENV)/.bench-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HOST ?= 127.0.0.1
 PREFECT_PORT ?= 4200
@@ -36,7 +37,7 @@ export LINREG_WORK_POOL LINREG_STEP_CRON LINREG_DATA LINREG_OUT_DIR LINREG_STATE
 
 .PHONY: help install run stop test browser lint format server worker deploy trigger serve-flows sample-data clean
 .PHONY: serve bench-serve
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-tools
 .PHONY: image image-tools postgres lint-tools
 
 # Images (make image): tag, and where the debootstrapped base and other build inputs are kept.
@@ -143,12 +144,23 @@ bench-serve: install
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y wrk; }
 	$(PY) -m bench.serve
 
+# The Spark MLlib baseline's needs, for the training bench only (make test never installs
+# them): pyspark (pinned) in the venv, and a Java 17 runtime from Debian.
+$(BENCH_INSTALLED): $(INSTALLED) requirements-bench.txt
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $(BENCH_INSTALLED)
+
+## Install the training bench's extras if missing: Java 17 (Debian) and pyspark (pinned)
+bench-tools: install $(BENCH_INSTALLED)
+	@command -v java >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; }
+
 ## Benchmark training at 1M rows, 3 runs each (under 5 min): table to stdout and bench/results/
-bench-quick: install
+bench-quick: install bench-tools
 	$(PY) -m bench.run --profile quick
 
-## Benchmark training at 1M, 10M, 30M rows against dask-ml, sklearn and the I/O limit (< 30 min)
-bench: install
+## Benchmark training at 1M, 10M, 30M rows against dask-ml, sklearn, Spark MLlib and the I/O limit
+bench: install bench-tools
 	$(PY) -m bench.run --profile full
 
 ## Write the sample data set (data/sample) if it is missing

@@ -25,6 +25,18 @@ from bench.measure import emit
 from linreg.synthetic import read_truth
 
 TARGET = "target"
+# Spark kept on this machine: no web UI, driver bound to loopback (SPARK_LOCAL_IP in the
+# environment covers the block manager), no packages to resolve (no spark.jars.packages, so
+# no Ivy download). The driver's heap is set before its JVM starts; 2g holds local[2]'s
+# Parquet batches with room to spare, well under what the dask baselines use.
+SPARK_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.driver.memory": "2g",
+    "spark.sql.shuffle.partitions": "2",
+    "spark.ui.showConsoleProgress": "false",
+}
 
 
 def _shards(data: Path) -> list[Path]:
@@ -40,10 +52,17 @@ def _features(data: Path) -> list[str]:
 
 
 def _cluster_kwargs() -> dict[str, Any]:
-    """The project's own LocalCluster settings (workers from LINREG_DASK_WORKERS)."""
-    from tasks.runtime import LOCAL_CLUSTER
-
-    return {**LOCAL_CLUSTER, "n_workers": int(os.environ.get("LINREG_DASK_WORKERS", "2"))}
+    """The baselines' LocalCluster: worker processes of one thread, as Dask's own default
+    cluster runs them (the project's local cluster runs its workers as threads of the flow's
+    process); workers from LINREG_DASK_WORKERS."""
+    return {
+        "n_workers": int(os.environ.get("LINREG_DASK_WORKERS", "2")),
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": None,
+        "silence_logs": logging.CRITICAL,
+    }
 
 
 def _load_in_memory(data: Path, columns: list[str]) -> np.ndarray:
@@ -64,7 +83,9 @@ def project(args: argparse.Namespace) -> dict[str, Any]:
     """This project's CLI, ``main.py --mode all``, called in-process after its imports."""
     import main as cli
 
-    cli.configure_environment()
+    _, server = cli.configure_environment("all")
+    if server:
+        server.wait_ready()
     import flows  # noqa: F401 - Prefect, Dask and the flows imported before the clock starts
 
     argv = [
@@ -214,6 +235,48 @@ def dask_ml_linreg(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def spark_mllib(args: argparse.Namespace) -> dict[str, Any]:
+    """Spark MLlib ``LinearRegression`` (normal-equation solver, no penalty) on ``local[2]``,
+    reading the same shards and dropping rows with a null or NaN. The clock includes the
+    session's start (the JVM) and stop, as a user of Spark waits for them."""
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.ml.regression import LinearRegression
+    from pyspark.sql import SparkSession
+
+    features, rows = _features(args.data), _rows(args.data)
+    # The shards by name: the directory also holds truth.json, which Spark would try to read.
+    paths = [str(path) for path in _shards(args.data)]
+    started = time.perf_counter()
+    builder = SparkSession.builder.master(f"local[{args.spark_cores}]").appName("bench")
+    for key, value in SPARK_CONF.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    try:
+        spark.sparkContext.setLogLevel("ERROR")
+        frame = spark.read.parquet(*paths).select(*features, TARGET).dropna()
+        assembled = VectorAssembler(inputCols=features, outputCol="features").transform(frame)
+        model = LinearRegression(
+            featuresCol="features", labelCol=TARGET, solver="normal", regParam=0.0
+        ).fit(assembled)
+        coef, intercept = model.coefficients.toArray(), float(model.intercept)
+        fitted = time.perf_counter()
+        # A second pass over the data, to report the rows trained on: not timed.
+        rows_trained, version = frame.count(), spark.version
+        counted = time.perf_counter()
+    finally:
+        spark.stop()
+    # The session's stop is timed, as the Dask baselines' cluster close is; the count is not.
+    seconds = time.perf_counter() - started - (counted - fitted)
+    return {
+        "rows": rows,
+        "rows_trained": rows_trained,
+        "seconds": seconds,
+        "coef": coef.tolist(),
+        "intercept": intercept,
+        "spark": version,
+    }
+
+
 def lstsq_reference(args: argparse.Namespace) -> dict[str, Any]:
     """``numpy.linalg.lstsq`` in memory on exactly the rows ``ols`` trains on: complete rows
     that the project's stable split does not hold out (not timed; the accuracy reference)."""
@@ -295,6 +358,7 @@ APPROACHES = {
     "sklearn": sklearn_in_memory,
     "dask-ml-incremental": dask_ml_incremental,
     "dask-ml-linreg": dask_ml_linreg,
+    "spark-mllib": spark_mllib,
     "lstsq-reference": lstsq_reference,
     "learning-curve": learning_curve,
 }
@@ -311,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--state-block", default="bench")
     parser.add_argument("--dask-address")
+    parser.add_argument("--spark-cores", type=int, default=2)
     args = parser.parse_args(argv)
     # Third-party chatter (dask-ml's and Dask's warnings) is not the benchmark's output.
     warnings.simplefilter("ignore")

@@ -3,7 +3,10 @@
 - ``seed_step``: what the original script did per step: load a pickled data cursor and
   model, read the next batch, one ``SGDRegressor.partial_fit``, pickle both back.
 - ``cli_local_server``: ``python main.py --mode single`` right after another one, with the
-  local Prefect server of ``--mode server-start`` running.
+  local Prefect server of ``--mode server-start`` running (the call runs in its warm runner,
+  ``cli.warm``).
+- ``cli_local_own_process``: the same call in its own process (``LINREG_WARM_RUNNER=0``),
+  alternating with the previous one: what the warm runner saves.
 - ``cli_temporary_server``: the same call with nothing running (Prefect starts a temporary
   server for the call and stops it at exit).
 - ``cli_validate``: ``--mode validate`` on the same data (no Prefect): the imports and a
@@ -62,7 +65,9 @@ def _timed(command: list[str], env: dict[str, str]) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="one shard, >= runs+2 batches")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="one shard of at least 2 x runs + 1 batches"
+    )
     parser.add_argument("--batch-rows", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--port", type=int, default=4399)
@@ -104,9 +109,12 @@ def main(argv: list[str] | None = None) -> None:
     server_start = time.perf_counter() - started
     try:
         _timed([*step, "--state-block", "bench-local"], env)  # the call before
-        timings["cli_local_server"] = [
-            _timed([*step, "--state-block", "bench-local"], env) for _ in range(args.runs)
-        ]
+        own_process = {**env, "LINREG_WARM_RUNNER": "0"}
+        timings["cli_local_server"], timings["cli_local_own_process"] = [], []
+        for _ in range(args.runs):
+            step_local = [*step, "--state-block", "bench-local"]
+            timings["cli_local_server"].append(_timed(step_local, env))
+            timings["cli_local_own_process"].append(_timed(step_local, own_process))
     finally:
         _timed([*main_py, "--mode", "server-stop"], env)
         shutil.rmtree(work, ignore_errors=True)

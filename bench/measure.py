@@ -3,7 +3,7 @@
 Two peak-memory figures, both from the operating system, never estimated:
 
 - ``tree_peak_mib``: the largest sum of RSS over the process and all its descendants (Dask
-  workers, the embedded Prefect server, ...) plus any ``extra_pids`` (an external Dask
+  workers, the embedded Prefect server, Spark's JVM, ...) plus any ``extra_pids`` (an external Dask
   cluster), sampled with psutil every 50 ms. Short spikes between samples can be missed.
 - ``wait4_max_mib``: ``ru_maxrss`` from ``os.wait4`` on the measured process: the largest peak
   of any *single* process among it and the descendants it reaped (Linux keeps the maximum,
@@ -41,6 +41,19 @@ class Measurement:
     peak_breakdown_mib: dict[str, int] = field(default_factory=dict)
 
 
+def run_record(measurement: Measurement, approach: str, size: int, repeat: int) -> dict[str, Any]:
+    """The fields every measured run records: what ran, and its exit code, wall and memory."""
+    return {
+        "approach": approach,
+        "size": size,
+        "repeat": repeat,
+        "returncode": measurement.returncode,
+        "wall_seconds": measurement.wall_seconds,
+        "tree_peak_mib": measurement.tree_peak_mib,
+        "wait4_max_mib": measurement.wait4_max_mib,
+    }
+
+
 def _label(process: psutil.Process, root: psutil.Process) -> str:
     """What a process of the tree is, for the breakdown at the peak."""
     if process.pid == root.pid:
@@ -51,6 +64,8 @@ def _label(process: psutil.Process, root: psutil.Process) -> str:
         return "other"
     if "uvicorn" in command or "prefect" in command and "server" in command:
         return "prefect-server"
+    if "org.apache.spark" in command:
+        return "spark-jvm"
     if "resource_tracker" in command:
         return "other"
     if "multiprocessing" in command or "dask worker" in command or "dask-worker" in command:

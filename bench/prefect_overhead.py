@@ -6,15 +6,16 @@ Measured, each N times after one unmeasured warm-up call:
 - ``flow_default``: ``flows.train_step`` as the CLI runs it (default runtime: a batch this
   small runs in the flow's process, no cluster; no heartbeat thread, as ``main.py`` sets);
 - ``flow_heartbeat``: the same with Prefect's default heartbeat (what deployment runs keep);
-- ``flow_cluster``: the same flow on a LocalCluster that outlives the runs (by address), so
-  what remains over the bare step is Prefect's own work;
-- ``cluster``: starting and closing that LocalCluster alone;
+- ``flow_cluster``: the same flow on a cluster of worker processes that outlives the runs
+  (by address), so what remains over the bare step is Prefect's own work;
+- ``cluster``: starting and closing the flows' own local cluster (in-process workers) alone;
 - ``bare_round``: ``train_batches`` (serial executor) on the same batch (no Prefect, no Dask);
 - ``bare_step``: validate + the round + writing model.pkl/model.json + the state as JSON,
   i.e. everything ``train-step`` does but orchestration.
 
-The flows run against ``prefect_test_harness`` (a throwaway server subprocess). One run of
-each flow kind is then profiled with pyinstrument; the text profiles go to ``--profile-dir``.
+The flows run against the local server of ``--mode server-start`` (its own Prefect home and
+free port here), as CLI calls and deployment runs on one machine do. One run of each flow kind
+is then profiled with pyinstrument; the text profiles go to ``--profile-dir``.
 """
 
 from __future__ import annotations
@@ -151,6 +152,38 @@ def _flow_call(flow, data_dir: str, batch_rows: int, model: str, out: Path, runt
     return call
 
 
+def _measure_flows(args, where, timings, profiles) -> None:
+    """The flow timings and profiles, against the server the settings point to."""
+    from distributed import LocalCluster
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from flows import train_step
+    from tasks.runtime import LOCAL_CLUSTER, RuntimeConfig
+
+    # A long-lived cluster of worker processes, found by address (as on Kubernetes).
+    remote = {**LOCAL_CLUSTER, "processes": True, "host": "127.0.0.1"}
+    timings["flow_heartbeat"] = _timed(_flow_call(train_step, *where), args.runs)
+    # As main.py runs flows: no heartbeat thread to join at exit.
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        timings["flow_default"] = _timed(_flow_call(train_step, *where), args.runs)
+        with LocalCluster(**remote) as cluster:
+            on_cluster = _flow_call(
+                train_step, *where, RuntimeConfig(dask_address=cluster.scheduler_address)
+            )
+            timings["flow_cluster"] = _timed(on_cluster, args.runs)
+            if args.profile_dir:
+                args.profile_dir.mkdir(parents=True, exist_ok=True)
+                profiles["flow_cluster"] = _profile(
+                    on_cluster,
+                    args.profile_dir / "prefect-overhead-flow-cluster.txt",
+                )
+        if args.profile_dir:
+            profiles["flow_default"] = _profile(
+                _flow_call(train_step, *where),
+                args.profile_dir / "prefect-overhead-flow-default.txt",
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="one batch of data")
@@ -162,11 +195,11 @@ def main(argv: list[str] | None = None) -> None:
     warnings.simplefilter("ignore")
 
     from distributed import LocalCluster
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
-    from flows import train_step
-    from tasks.runtime import LOCAL_CLUSTER, RuntimeConfig
+    from bench.cluster import free_port
+    from cli import local_server
+    from tasks.runtime import LOCAL_CLUSTER
 
     # The flow logs every task to the console; here only the timings are output.
     for name in ("prefect", "distributed"):
@@ -185,27 +218,13 @@ def main(argv: list[str] | None = None) -> None:
     timings["bare_round"] = _timed(bare_round, args.runs)
     timings["bare_step"] = _timed(bare_step, args.runs)
     timings["cluster"] = _timed(cluster_lifecycle, args.runs)
-    with prefect_test_harness(server_startup_timeout=120):
-        timings["flow_heartbeat"] = _timed(_flow_call(train_step, *where), args.runs)
-        # As main.py runs flows: no heartbeat thread to join at exit.
-        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            timings["flow_default"] = _timed(_flow_call(train_step, *where), args.runs)
-            with LocalCluster(**kwargs) as cluster:
-                on_cluster = _flow_call(
-                    train_step, *where, RuntimeConfig(dask_address=cluster.scheduler_address)
-                )
-                timings["flow_cluster"] = _timed(on_cluster, args.runs)
-                if args.profile_dir:
-                    args.profile_dir.mkdir(parents=True, exist_ok=True)
-                    profiles["flow_cluster"] = _profile(
-                        on_cluster,
-                        args.profile_dir / "prefect-overhead-flow-cluster.txt",
-                    )
-            if args.profile_dir:
-                profiles["flow_default"] = _profile(
-                    _flow_call(train_step, *where),
-                    args.profile_dir / "prefect-overhead-flow-default.txt",
-                )
+    home = out / "prefect-home"
+    api_url, _ = local_server.start(home, free_port())
+    try:
+        with temporary_settings({PREFECT_HOME: str(home), PREFECT_API_URL: api_url}):
+            _measure_flows(args, where, timings, profiles)
+    finally:
+        local_server.stop(home)
     medians: dict[str, Any] = {name: statistics.median(ts) for name, ts in timings.items()}
     emit(
         {

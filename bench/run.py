@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 import psutil
+import pyarrow.parquet as pq
 
 from bench import datasets
 from bench.cluster import free_port, process_cluster
-from bench.measure import run_measured
+from bench.measure import run_measured, run_record
 from bench.report import render_report, write_plots
+from bench.scoring import measure_scoring
 
 PROJECT = Path(__file__).resolve().parents[1]
 RESULTS = PROJECT / "bench" / "results"
@@ -53,6 +55,7 @@ PACKAGES = (
     "dask-ml",
     "matplotlib",
     "psutil",
+    "pyspark",
 )
 
 
@@ -106,6 +109,7 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         commit = ""
     return {
+        "java": java_version(),
         "cores": os.cpu_count(),
         "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "cpu": cpu,
@@ -115,6 +119,25 @@ def machine_info() -> dict[str, Any]:
         "commit": commit,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def java_version() -> str | None:
+    """The first line of ``java -version`` (the JRE Spark runs on), or None without Java."""
+    if shutil.which("java") is None:
+        return None
+    shown = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
+    lines = (shown.stderr or shown.stdout).strip().splitlines()
+    return lines[0] if lines else None
+
+
+def data_layout(pool: Path) -> dict[str, Any]:
+    """Rows and row groups per file, read from the shards' own metadata (what was written)."""
+    rows, groups = set(), set()
+    for path in sorted(pool.glob("part-*.parquet")):
+        meta = pq.ParquetFile(path).metadata
+        rows.add(meta.num_rows)
+        groups.add(meta.num_row_groups)
+    return {"rows_per_file": sorted(rows), "row_groups_per_file": sorted(groups)}
 
 
 def child_env(prefect_home: Path, workers: int) -> dict[str, str]:
@@ -128,6 +151,8 @@ def child_env(prefect_home: Path, workers: int) -> dict[str, str]:
             "DO_NOT_TRACK": "1",
             "DASK_LOGGING__DISTRIBUTED": "error",
             "LINREG_DASK_WORKERS": str(workers),
+            # Spark's driver and block manager on loopback, whatever the host name resolves to.
+            "SPARK_LOCAL_IP": "127.0.0.1",
             "PYTHONPATH": str(PROJECT),
         }
     )
@@ -173,6 +198,8 @@ def command_for(bench: Bench, approach: str, data_dir: Path, label: str, **optio
             command += ["--dask-address", options["dask_address"]]
         return command
     command += [approach, "--data", str(data_dir)]
+    if approach == "spark-mllib":
+        command += ["--spark-cores", str(training["dask_workers"])]
     if approach == "lstsq-reference":
         command += ["--test-fraction", str(training["test_fraction"])]
     return command
@@ -192,13 +219,7 @@ def measure(
     timeout = bench.config["training"]["timeout_seconds"]
     run = run_measured(command, bench.env, str(PROJECT), timeout, extra_pids=extra_pids)
     fields: dict[str, Any] = {
-        "approach": approach,
-        "size": n_rows,
-        "repeat": repeat,
-        "returncode": run.returncode,
-        "wall_seconds": run.wall_seconds,
-        "tree_peak_mib": run.tree_peak_mib,
-        "wait4_max_mib": run.wait4_max_mib,
+        **run_record(run, approach, n_rows, repeat),
         "peak_breakdown_mib": run.peak_breakdown_mib,
         "rss_samples": run.samples,
     }
@@ -224,6 +245,12 @@ def measure(
 
 
 def skip_reason(bench: Bench, approach: str, n_rows: int) -> str | None:
+    largest = bench.profile.get("max_rows_by_approach", {}).get(approach)
+    if largest is not None and n_rows > largest:
+        return (
+            f"not run above {datasets.size_label(largest)} rows in this profile, to keep "
+            "`make bench` short (no target compares it at a larger size)"
+        )
     factor = IN_MEMORY_FACTOR.get(approach)
     if factor:
         p = bench.config["data"]["n_features"] + 1
@@ -252,7 +279,8 @@ def training_grid(bench: Bench) -> None:
             repeats = profile["repeats_by_approach"].get(approach, profile["repeats"])
             for repeat in range(repeats):
                 measure(bench, approach, n_rows, data_dir, repeat)
-        reference(bench, n_rows, data_dir)
+        if "ols" in profile["approaches"]:
+            reference(bench, n_rows, data_dir)  # the answer ols must reproduce
 
 
 def reference(bench: Bench, n_rows: int, data_dir: Path) -> None:
@@ -324,8 +352,12 @@ def scale_out(bench: Bench) -> None:
 
 def prefect_overhead(bench: Bench) -> None:
     spec = bench.config["data"]
-    small = datasets.ensure_small(bench.root, spec, spec["overhead_rows"])
     runs = bench.profile["overhead_runs"]
+    if runs < 1:
+        bench.log("Prefect overhead: not run in this profile (overhead_runs is 0)")
+        bench.record("overhead", not_run="overhead_runs is 0")
+        return
+    small = datasets.ensure_small(bench.root, spec, spec["overhead_rows"])
     bench.log(f"Prefect overhead: train-step x{runs} in one process vs the bare domain step")
     profiles = bench.root / "profiles"
     command = [
@@ -356,7 +388,8 @@ def prefect_overhead(bench: Bench) -> None:
 def cli_step(bench: Bench) -> None:
     spec = bench.config["data"]
     rows = spec["overhead_rows"]
-    data = datasets.ensure_small(bench.root, spec, 6 * rows)
+    # One batch each: the call before, then runs x 2 (warm runner and own process, alternating).
+    data = datasets.ensure_small(bench.root, spec, 8 * rows)
     bench.log(
         "CLI step: python main.py --mode single (local / temporary server) vs the seed's step"
     )
@@ -406,18 +439,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument(
         "--only",
-        help="comma-separated parts to run: training,scale-out,overhead,cli,learning-curve",
+        help="comma-separated parts to run: training,scale-out,overhead,cli,learning-curve,scoring",
+    )
+    parser.add_argument(
+        "--sizes", help="comma-separated row counts, a subset of the profile's (e.g. 1M,10M)"
+    )
+    parser.add_argument(
+        "--approaches", help="comma-separated approaches, a subset of the profile's (e.g. ols)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="at most this many runs of each approach (a quick look)"
     )
     parser.add_argument(
         "--report-from", type=Path, help="only re-render the report and charts of a .jsonl file"
     )
     args = parser.parse_args(argv)
     config = json.loads(args.config.read_text())
-    profile = config["profiles"][args.profile]
+    profile = restrict(config["profiles"][args.profile], args.sizes, args.approaches, args.repeats)
+    config["profiles"][args.profile] = profile
     parts = set(args.only.split(",") if args.only else profile["parts"])
     if args.report_from:
         records = [json.loads(line) for line in args.report_from.read_text().splitlines()]
         return _report(records, records[0], config, args.profile, parts, args.report_from, 0.0)
+    # A run narrowed by an option is a look, not the profile's report: it goes beside its raw
+    # runs (git-ignored) and leaves latest*.md and the committed charts alone.
+    partial = any(v is not None for v in (args.only, args.sizes, args.approaches, args.repeats))
     root = PROJECT / config["data"]["root"]
     root.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -436,10 +482,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     machine = bench.record("machine", **machine_info())
     bench.log(f"profile {args.profile}: sizes {profile['sizes']}; raw runs -> {results_path}")
-    datasets.ensure_pool(root, config["data"], max(profile["sizes"]))
+    pool = datasets.ensure_pool(root, config["data"], max(profile["sizes"]))
+    bench.record("data", **data_layout(pool))
     for n_rows in profile["sizes"]:
         datasets.ensure_size(root, config["data"], n_rows)
-    if parts & {"training", "scale-out"}:
+    project_runs = "scale-out" in parts or (
+        "training" in parts
+        and any(a.startswith(TRAINING_APPROACHES) for a in profile["approaches"])
+    )
+    if project_runs:
         # The training runs use the local Prefect server as `make run` leaves it (started
         # once, reused by every call); the CLI part times the calls with no server running.
         with local_prefect_server(bench):
@@ -448,18 +499,64 @@ def main(argv: list[str] | None = None) -> int:
                 training_grid(bench)
             if "scale-out" in parts:
                 scale_out(bench)
+    elif "training" in parts:
+        training_grid(bench)  # baselines only (--approaches): no Prefect server to start
     if "overhead" in parts:
         prefect_overhead(bench)
     if "cli" in parts:
         cli_step(bench)
     if "learning-curve" in parts:
         learning_curve(bench)
+    if "scoring" in parts:
+        measure_scoring(bench)
     elapsed = time.monotonic() - bench.started
-    return _report(bench.records, machine, config, args.profile, parts, results_path, elapsed)
+    return _report(
+        bench.records, machine, config, args.profile, parts, results_path, elapsed, partial
+    )
 
 
-def _report(records, machine, config, profile_name, parts, results_path, elapsed) -> int:
+def restrict(
+    profile: dict[str, Any], sizes: str | None, approaches: str | None, repeats: int | None
+) -> dict[str, Any]:
+    """The profile limited to the given sizes and approaches (which must be among its own)
+    and to at most ``repeats`` runs of each."""
+    restricted = dict(profile)
+    if repeats is not None:
+        if repeats < 1:
+            raise SystemExit(f"--repeats {repeats}: must be at least 1")
+        restricted["repeats"] = min(profile["repeats"], repeats)
+        restricted["repeats_by_approach"] = {
+            name: min(n, repeats) for name, n in profile["repeats_by_approach"].items()
+        }
+    for key, given, parse in (("sizes", sizes, _rows), ("approaches", approaches, str.strip)):
+        if given is None:
+            continue
+        chosen = [parse(item) for item in given.split(",") if item.strip()]
+        unknown = [item for item in chosen if item not in profile[key]]
+        if unknown or not chosen:
+            raise SystemExit(
+                f"--{key} {given}: not in the profile's {key} {profile[key]}: {unknown or given}"
+            )
+        restricted[key] = chosen
+    return restricted
+
+
+def _rows(text: str) -> int:
+    """A row count as written on the command line: 1000000, 1_000_000, 1M or 100k."""
+    cleaned = text.strip().replace("_", "")
+    scale = {"k": 1_000, "M": 1_000_000}.get(cleaned[-1:], 1)
+    try:
+        return int(cleaned[:-1] if scale > 1 else cleaned) * scale
+    except ValueError:
+        raise SystemExit(f"--sizes: {text!r} is not a row count (e.g. 1000000 or 10M)") from None
+
+
+def _report(
+    records, machine, config, profile_name, parts, results_path, elapsed, partial=False
+) -> int:
     plots_dir = PROJECT / config["profiles"][profile_name]["plots_dir"]
+    if partial:
+        plots_dir = results_path.with_suffix("")
     plots = write_plots(records, plots_dir, profile_name)
     report = render_report(
         records,
@@ -472,6 +569,8 @@ def _report(records, machine, config, profile_name, parts, results_path, elapsed
         elapsed=elapsed,
     )
     latest = RESULTS / ("latest.md" if profile_name == "full" else f"latest-{profile_name}.md")
+    if partial:
+        latest = results_path.with_suffix(".md")
     latest.write_text(report)
     print(report)
     print(f"report: {latest}; charts: {plots_dir}", file=sys.stderr)
