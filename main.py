@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -900,5 +900,23 @@ def _print_result(result, out_dir: str, ui: bool = True) -> None:
         )
 
 
+def exit_without_teardown(code: int) -> NoReturn:
+    """End the process as CPython's exit does (non-daemon threads joined; atexit handlers run:
+    Prefect's log and event workers drain there and this call's own server stops), but skip
+    the interpreter's teardown of the thousands of modules a call imports: 0.5-0.8 s of a
+    call with nothing running, and nothing of ours needs it (every file is closed by then)."""
+    import atexit
+    import threading
+
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())
