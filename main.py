@@ -637,19 +637,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode in ("rollback", "promote", "history", "predict"):
         # No Prefect: these work while the Prefect server is down.
         return (run_predict_mode if args.mode == "predict" else run_lifecycle_mode)(args)
+    # A server for this call (when none runs) boots on the other core from now on, while the
+    # options and the data are checked (~0.4 s); bad input stops it again at once.
+    server_line, call_server = (
+        configure_environment(args.mode) if args.mode != "validate" else ("", None)
+    )
     try:
         check_lifecycle_options(args)
         data, hyperparams, state_block, out_dir = run_inputs(args)
     except (ValueError, StateError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _stopped(call_server, EXIT_BAD_INPUT)
     # Everything checkable without Prefect or Dask is checked first: bad input fails in the
-    # time of --mode validate, not after a server and a cluster have started.
+    # time of --mode validate, not after the flow and a cluster have started.
     quiet = args.quiet or args.json
     status = _validate(data, quiet=quiet and args.mode != "validate")
     if status or args.mode == "validate":
-        return status
-    server_line, call_server = configure_environment(args.mode)
+        return _stopped(call_server, status)
     if not quiet:
         print(server_line)
 
@@ -677,6 +681,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "serve":
         return _serve(train_all, train_step, common, args.cron, _budget(args))
     return _train(args, common, call_server, quiet, bar)
+
+
+def _stopped(call_server: CallServer | None, code: int) -> int:
+    if call_server:
+        call_server.stop()
+    return code
 
 
 def _train(args, common: dict, call_server: CallServer | None, quiet: bool, bar: bool) -> int:
