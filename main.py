@@ -915,16 +915,9 @@ def exit_without_teardown(code: int) -> NoReturn:
     Prefect's log and event workers drain there and this call's own server stops), but skip
     the interpreter's teardown of the thousands of modules a call imports (~0.9 s of a call
     with nothing running), which nothing of ours needs: every file is closed by then."""
-    import atexit
-    import threading
+    from cli.warm import run_exit_handlers
 
-    threading._shutdown()  # type: ignore[attr-defined]
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+    run_exit_handlers()
     os._exit(code)
 
 

@@ -346,11 +346,10 @@ def _child(connection: socket.socket, fds: list[int], request: dict[str, Any]) -
     return code
 
 
-def _finish(connection: socket.socket, code: int) -> None:
-    """What the interpreter does at exit before the code reaches the caller: join the
-    non-daemon threads, run the atexit handlers (Prefect's log and event workers drain
-    there). CPython's own shutdown calls these two; the child ends with ``os._exit``, since
-    unwinding would run the runner's ``finally`` (which removes its socket)."""
+def run_exit_handlers() -> None:
+    """What CPython's exit does before it tears the interpreter down: join the non-daemon
+    threads, run the atexit handlers (Prefect's log and event workers drain there); then
+    flush the standard streams. A process that ends with ``os._exit`` calls this first."""
     import atexit
 
     threading._shutdown()  # type: ignore[attr-defined]
@@ -358,8 +357,15 @@ def _finish(connection: socket.socket, code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except OSError:
+        except (OSError, ValueError):
             pass
+
+
+def _finish(connection: socket.socket, code: int) -> None:
+    """The exit handlers (:func:`run_exit_handlers`), then the code to the caller. The child
+    ends with ``os._exit``, since unwinding would run the runner's ``finally`` (which removes
+    its socket)."""
+    run_exit_handlers()
     try:
         connection.sendall(json.dumps({"exit": code}).encode() + b"\n")
     except OSError:
