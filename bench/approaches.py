@@ -113,13 +113,27 @@ def project(args: argparse.Namespace) -> dict[str, Any]:
     if code != 0:
         raise SystemExit(f"main.py exited {code}")
     metadata = json.loads((Path(args.out) / "model.json").read_text())
+    return _fitted(
+        metadata["data"]["rows_read"],
+        metadata["rows_trained"],
+        seconds,
+        metadata["coef"],
+        metadata["intercept"],
+        own_metrics=metadata["metrics"],
+    )
+
+
+def _fitted(
+    rows: int, rows_trained: int, seconds: float, coef: Any, intercept: float, **extra: Any
+) -> dict[str, Any]:
+    """One training approach's record: the rows it saw and trained on, its time, its fit."""
     return {
-        "rows": metadata["data"]["rows_read"],
-        "rows_trained": metadata["rows_trained"],
+        "rows": rows,
+        "rows_trained": rows_trained,
         "seconds": seconds,
-        "coef": metadata["coef"],
-        "intercept": metadata["intercept"],
-        "own_metrics": metadata["metrics"],
+        "coef": np.asarray(coef, dtype=float).tolist(),
+        "intercept": float(intercept),
+        **extra,
     }
 
 
@@ -156,13 +170,7 @@ def sklearn_in_memory(args: argparse.Namespace) -> dict[str, Any]:
     del block
     model = LinearRegression().fit(x, y)
     seconds = time.perf_counter() - started
-    return {
-        "rows": len(complete),
-        "rows_trained": int(complete.sum()),
-        "seconds": seconds,
-        "coef": model.coef_.tolist(),
-        "intercept": float(model.intercept_),
-    }
+    return _fitted(len(complete), int(complete.sum()), seconds, model.coef_, model.intercept_)
 
 
 def _dask_xy(args: argparse.Namespace):
@@ -202,13 +210,7 @@ def dask_ml_incremental(args: argparse.Namespace) -> dict[str, Any]:
         intercept = float(model.estimator_.intercept_[0] - coef @ mean)
         rows_trained = int(x.shape[0])
     seconds = time.perf_counter() - started
-    return {
-        "rows": rows,
-        "rows_trained": rows_trained,
-        "seconds": seconds,
-        "coef": coef.tolist(),
-        "intercept": intercept,
-    }
+    return _fitted(rows, rows_trained, seconds, coef, intercept)
 
 
 def dask_ml_linreg(args: argparse.Namespace) -> dict[str, Any]:
@@ -225,14 +227,7 @@ def dask_ml_linreg(args: argparse.Namespace) -> dict[str, Any]:
         coef, intercept = np.asarray(model.coef_), float(model.intercept_)
         rows_trained, solver = int(x.shape[0]), model.solver
     seconds = time.perf_counter() - started
-    return {
-        "rows": rows,
-        "rows_trained": rows_trained,
-        "seconds": seconds,
-        "coef": coef.tolist(),
-        "intercept": intercept,
-        "solver": solver,
-    }
+    return _fitted(rows, rows_trained, seconds, coef, intercept, solver=solver)
 
 
 def spark_mllib(args: argparse.Namespace) -> dict[str, Any]:
@@ -267,14 +262,7 @@ def spark_mllib(args: argparse.Namespace) -> dict[str, Any]:
         spark.stop()
     # The session's stop is timed, as the Dask baselines' cluster close is; the count is not.
     seconds = time.perf_counter() - started - (counted - fitted)
-    return {
-        "rows": rows,
-        "rows_trained": rows_trained,
-        "seconds": seconds,
-        "coef": coef.tolist(),
-        "intercept": intercept,
-        "spark": version,
-    }
+    return _fitted(rows, rows_trained, seconds, coef, intercept, spark=version)
 
 
 def lstsq_reference(args: argparse.Namespace) -> dict[str, Any]:
