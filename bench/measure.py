@@ -8,6 +8,11 @@ Two peak-memory figures, both from the operating system, never estimated:
 - ``wait4_max_mib``: ``ru_maxrss`` from ``os.wait4`` on the measured process: the largest peak
   of any *single* process among it and the descendants it reaped (Linux keeps the maximum,
   not the sum). Exact, but blind to a tree of processes that peak together.
+
+Linux starts a forked child's ``ru_maxrss`` at its parent's RSS at the fork and keeps it across
+``exec``: spawned from the bench process (852 MiB once it had generated the data), every run's
+figure read 852 MiB. So measured commands are spawned by :class:`_Launcher`, a bare Python
+process of ~10 MiB that only forks them and waits for them.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -103,6 +111,67 @@ def _tree_rss(
     return total, breakdown
 
 
+# The launcher's whole program: for each JSON request on stdin, spawn the command (its output
+# to the given files, in its own session), answer its PID, wait for it, answer its rusage.
+_LAUNCHER_CODE = """
+import json, os, subprocess, sys
+for line in sys.stdin:
+    request = json.loads(line)
+    with open(request["stdout"], "wb") as out, open(request["stderr"], "wb") as err:
+        try:
+            child = subprocess.Popen(request["command"], env=request["env"], cwd=request["cwd"],
+                                     stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                     start_new_session=True)
+        except OSError as error:
+            print(json.dumps({"error": str(error)}), flush=True)
+            continue
+    print(json.dumps({"pid": child.pid}), flush=True)
+    _, status, usage = os.wait4(child.pid, 0)
+    print(json.dumps({"status": status, "maxrss_kib": usage.ru_maxrss}), flush=True)
+"""
+
+
+class _Launcher:
+    """A small process that spawns and reaps measured commands, so their ``ru_maxrss`` starts
+    at its RSS (~10 MiB), not the bench's. One request at a time."""
+
+    _process: subprocess.Popen | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def _running(cls) -> subprocess.Popen:
+        if cls._process is None or cls._process.poll() is not None:
+            cls._process = subprocess.Popen(
+                [sys.executable, "-S", "-c", _LAUNCHER_CODE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        return cls._process
+
+    @classmethod
+    def start(cls, request: dict[str, Any]) -> tuple[subprocess.Popen, int]:
+        """Spawn ``request``'s command; the launcher and the command's PID."""
+        cls._lock.acquire()
+        launcher = cls._running()
+        launcher.stdin.write(json.dumps(request) + "\n")
+        launcher.stdin.flush()
+        answer = json.loads(launcher.stdout.readline())
+        if "error" in answer:
+            cls._lock.release()
+            raise OSError(answer["error"])
+        return launcher, answer["pid"]
+
+    @classmethod
+    def wait(cls, launcher: subprocess.Popen) -> tuple[int, int]:
+        """The exit status and ``ru_maxrss`` (KiB) of the command :meth:`start` spawned."""
+        try:
+            answer = json.loads(launcher.stdout.readline())
+            return answer["status"], answer["maxrss_kib"]
+        finally:
+            cls._lock.release()
+
+
 def run_measured(
     command: Sequence[str],
     env: dict[str, str],
@@ -111,68 +180,62 @@ def run_measured(
     extra_pids: Sequence[int] = (),
 ) -> Measurement:
     """Run ``command``; its last stdout line starting with ``RESULT_PREFIX`` is its result."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        list(command),
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    root = psutil.Process(process.pid)
-    extra = [psutil.Process(pid) for pid in extra_pids]
-    peak, samples, at_peak, labels = 0, 0, {}, {}
-    done = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as scratch:
+        out_path, err_path = os.path.join(scratch, "stdout"), os.path.join(scratch, "stderr")
+        started = time.perf_counter()
+        launcher, pid = _Launcher.start(
+            {
+                "command": list(command),
+                "env": env,
+                "cwd": cwd,
+                "stdout": out_path,
+                "stderr": err_path,
+            }
+        )
+        try:
+            root: psutil.Process | None = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            root = None  # already gone: nothing to sample
+        extra = [psutil.Process(extra_pid) for extra_pid in extra_pids]
+        peak, samples, at_peak, labels = 0, 0, {}, {}
+        done = threading.Event()
 
-    def sample() -> None:
-        nonlocal peak, samples, at_peak
-        while not done.is_set():
-            total, breakdown = _tree_rss(root, extra, labels)
-            if total > peak:
-                peak, at_peak = total, breakdown
-            samples += 1
-            done.wait(SAMPLE_SECONDS)
+        def sample() -> None:
+            nonlocal peak, samples, at_peak
+            while root is not None and not done.is_set():
+                total, breakdown = _tree_rss(root, extra, labels)
+                if total > peak:
+                    peak, at_peak = total, breakdown
+                samples += 1
+                done.wait(SAMPLE_SECONDS)
 
-    outputs: dict[str, str] = {}
-
-    def drain(name: str, stream) -> None:
-        outputs[name] = stream.read()
-
-    threads = [
-        threading.Thread(target=sample, daemon=True),
-        threading.Thread(target=drain, args=("stdout", process.stdout), daemon=True),
-        threading.Thread(target=drain, args=("stderr", process.stderr), daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
-    timer = threading.Timer(timeout, _kill_group, args=(process.pid,))
-    timer.start()
-    try:
-        _, status, usage = os.wait4(process.pid, 0)
-    finally:
-        timer.cancel()
-    wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    done.set()
-    for thread in threads:
-        thread.join()
-    _kill_group(process.pid)  # leftovers of a crashed run, in its own process group only
-    stdout = outputs.get("stdout", "")
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        timer = threading.Timer(timeout, _kill_group, args=(pid,))
+        timer.start()
+        try:
+            status, maxrss_kib = _Launcher.wait(launcher)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - started
+        done.set()
+        sampler.join()
+        _kill_group(pid)  # leftovers of a crashed run, in its own process group only
+        stdout = Path(out_path).read_text(errors="replace")
+        stderr = Path(err_path).read_text(errors="replace")
     result = None
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             result = json.loads(line[len(RESULT_PREFIX) :])
             break
     return Measurement(
-        returncode=process.returncode,
+        returncode=os.waitstatus_to_exitcode(status),
         wall_seconds=wall,
         tree_peak_mib=peak / 2**20,
-        wait4_max_mib=usage.ru_maxrss / 1024,  # KiB on Linux
+        wait4_max_mib=maxrss_kib / 1024,  # KiB on Linux
         result=result,
         stdout=stdout,
-        stderr=outputs.get("stderr", ""),
+        stderr=stderr,
         samples=samples,
         peak_breakdown_mib={label: round(rss / 2**20) for label, rss in at_peak.items()},
     )
