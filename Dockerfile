@@ -67,6 +67,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PREFECT_HOME=/tmp/prefect \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     DO_NOT_TRACK=1 \
+    MALLOC_ARENA_MAX=1 \
     LINREG_PROJECT_DIR=/app
 USER 10001:10001
 ENTRYPOINT ["python", "main.py"]

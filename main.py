@@ -11,6 +11,8 @@ exit 2, the saved state and the published model left as they were.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -28,6 +30,25 @@ if TYPE_CHECKING:
 PROJECT_DIR = Path(__file__).resolve().parent
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+
+
+def share_one_malloc_arena() -> bool:
+    """Make every thread that starts from now on allocate from glibc's main arena, as
+    ``MALLOC_ARENA_MAX=1`` would (prefect.yaml and the image set it for deployment runs);
+    False where the C library is not glibc, which is left as it is.
+
+    Each worker thread of the in-process Dask cluster otherwise gets an arena of its own that
+    keeps what its batches freed: a 10M-row sgd run peaked at 672 MiB against 558 MiB for 1M
+    rows; with one arena 615 against 561 MiB, in the same time (20.6 against 21.3 s). ols
+    is unchanged (its peak is two batches read at once). Arenas that exist stay, so this runs
+    while the process has one thread.
+    """
+    library = ctypes.util.find_library("c")
+    mallopt = getattr(ctypes.CDLL(library), "mallopt", None) if library else None
+    return bool(mallopt and mallopt(_M_ARENA_MAX, 1) == 1)
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -623,6 +644,7 @@ def run_inputs(args: argparse.Namespace) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
+    share_one_malloc_arena()
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.mode in ("server-start", "server-stop"):

@@ -204,6 +204,7 @@ def serve(home: Path, api_url: str) -> None:
     fingerprint = code_fingerprint()  # before the imports: an edit meanwhile counts as one
     import main
 
+    main.share_one_malloc_arena()  # before the imports start threads; forks inherit it
     # The environment of a call that uses the local server, as main.py configures it.
     os.environ.update(main.call_environment(dict(os.environ), home, api_url))
     for module in PRELOAD:
