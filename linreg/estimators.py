@@ -8,7 +8,7 @@ units of the features, and round-trip their learned state through plain JSON-rea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -17,6 +17,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from linreg.stats import LeastSquaresStats, solve_least_squares
+
+if TYPE_CHECKING:
+    from linreg.preprocess import Design
 
 
 def _set_feature_names(estimator: BaseEstimator, names: Sequence[str] | None) -> None:
@@ -249,6 +252,103 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         self._update_raw_coefficients()
         return self
 
+    def partial_fit_design(
+        self, design: Design, feature_names: Sequence[str] | None = None
+    ) -> StandardizedSGDRegressor:
+        """:meth:`partial_fit` on one chunk as :class:`~linreg.preprocess.BatchReader` lays it
+        out, without the two copies scikit-learn's scaler makes of every row.
+
+        ``design.matrix`` is Fortran-ordered ``[1, X - x_shift, y - y_shift]`` with unusable
+        rows zeroed; ``design.weights`` (if any) are the rows' sample weights, kept beside
+        the rows. The running means and variances come from the matrix's columns (the same
+        update as ``StandardScaler.partial_fit``, to rounding), then the usable rows are
+        standardised once, in the row order ``SGDRegressor`` reads.
+        """
+        matrix = design.matrix
+        n_features = matrix.shape[1] - 2
+        if not hasattr(self, "sgd_"):
+            self.n_features_in_ = n_features
+            _set_feature_names(self, feature_names)
+            centre = self.fit_intercept
+            self.x_scaler_ = StandardScaler(with_mean=centre)
+            self.y_scaler_ = StandardScaler(with_mean=centre)
+            self.sgd_ = None
+            self.n_samples_seen_ = 0
+        elif n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        usable = np.flatnonzero(matrix[:, 0]) if design.n_valid < len(matrix) else None
+        weights = design.weights
+        if usable is not None and weights is not None:
+            weights = weights[usable]
+        if design.n_valid == 0 or (weights is not None and not weights.any()):
+            return self  # nothing to learn from: no usable row, or every weight zero
+        shift = np.append(design.x_shift, design.y_shift)
+        mean, scale = self._update_running_statistics(matrix[:, 1:], shift, design)
+        # z = (x - mean) / scale, from the shifted values x - shift; without centring, x / scale.
+        offset = (mean if self.fit_intercept else 0.0) - shift
+        rows = matrix[:, 1:-1] if usable is None else matrix[usable, 1:-1]
+        features = np.ascontiguousarray(rows)
+        features -= offset[:-1]
+        features /= scale[:-1]
+        target = matrix[:, -1] if usable is None else matrix[usable, -1]
+        target = (target - offset[-1]) / scale[-1]
+        sgd = self.sgd_ if self.sgd_ is not None else self._new_sgd()
+        sgd.set_params(
+            alpha=self.alpha, learning_rate=self.learning_rate, eta0=self.eta0, power_t=self.power_t
+        )
+        sgd.partial_fit(features, target, sample_weight=weights)
+        self.sgd_ = sgd
+        self.n_samples_seen_ += design.n_valid
+        self._update_raw_coefficients()
+        return self
+
+    def _update_running_statistics(
+        self, values: np.ndarray, shift: np.ndarray, design: Design
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Merge the chunk's column means and variances into both scalers (Chan, Golub and
+        LeVeque's pairwise update); return the features' and target's means and scales.
+
+        ``values`` are the shifted columns (features, then target) with unusable rows zeroed,
+        so those rows add nothing to any sum; the shift keeps ``Σv² - n·mean²`` exact enough.
+        """
+        if design.weights is None:
+            count = float(design.n_valid)
+            sums = values.sum(axis=0)
+            squares = np.einsum("ij,ij->j", values, values)
+        else:
+            weights = np.where(design.matrix[:, 0] != 0.0, design.weights, 0.0)
+            count = float(weights.sum())
+            sums = weights @ values
+            squares = np.einsum("i,ij,ij->j", weights, values, values)
+        chunk_mean = sums / count
+        chunk_m2 = np.maximum(squares - count * chunk_mean**2, 0.0)
+        chunk_mean += shift
+        x_scaler, y_scaler = self.x_scaler_, self.y_scaler_
+        if hasattr(x_scaler, "mean_"):
+            seen = float(np.max(x_scaler.n_samples_seen_))
+            old_mean = np.append(x_scaler.mean_, y_scaler.mean_)
+            old_m2 = np.append(x_scaler.var_, y_scaler.var_) * seen
+        else:
+            seen, old_mean, old_m2 = 0.0, np.zeros_like(chunk_mean), np.zeros_like(chunk_mean)
+        total = seen + count
+        delta = chunk_mean - old_mean
+        mean = old_mean + delta * (count / total)
+        var = (old_m2 + chunk_m2 + delta**2 * (seen * count / total)) / total
+        # scikit-learn's test for a feature indistinguishable from a constant (scale 1).
+        eps = np.finfo(np.float64).eps
+        constant = var <= total * eps * var + (total * mean * eps) ** 2
+        scale = np.where(constant, 1.0, np.sqrt(var))
+        n_seen: Any = np.int64(total) if design.weights is None else np.float64(total)
+        for scaler, columns in ((x_scaler, slice(None, -1)), (y_scaler, slice(-1, None))):
+            scaler.mean_, scaler.var_ = mean[columns].copy(), var[columns].copy()
+            scaler.scale_ = scale[columns].copy()
+            scaler.n_samples_seen_ = n_seen
+            scaler.n_features_in_ = len(scaler.mean_)
+        return mean, scale
+
     def _update_raw_coefficients(self) -> None:
         x_mean, x_scale = self.x_scaler_.mean_, self.x_scaler_.scale_
         y_mean, y_scale = self.y_scaler_.mean_[0], self.y_scaler_.scale_[0]
@@ -337,8 +437,10 @@ def _names_state(estimator: BaseEstimator) -> dict[str, Any]:
 
 
 def _scaler_state(scaler: StandardScaler) -> dict[str, Any]:
+    # With sample weights the count is their sum, which need not be whole.
+    seen = float(np.max(scaler.n_samples_seen_))
     return {
-        "n": int(np.max(scaler.n_samples_seen_)),
+        "n": int(seen) if seen.is_integer() else seen,
         "mean": scaler.mean_.tolist(),
         "var": scaler.var_.tolist(),
         "scale": scaler.scale_.tolist(),
@@ -349,7 +451,8 @@ def _scaler_from_state(state: dict[str, Any], centre: bool = True) -> StandardSc
     scaler = StandardScaler(with_mean=centre)
     scaler.mean_ = np.asarray(state["mean"], dtype=np.float64)
     scaler.var_ = np.asarray(state["var"], dtype=np.float64)
-    scaler.n_samples_seen_ = np.int64(state["n"])
+    seen = state["n"]
+    scaler.n_samples_seen_ = np.int64(seen) if isinstance(seen, int) else np.float64(seen)
     scaler.n_features_in_ = len(scaler.mean_)
     scaler.scale_ = np.asarray(state["scale"], dtype=np.float64)
     return scaler

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
 from typing import Any, Protocol
 
 from threadpoolctl import threadpool_limits
@@ -59,7 +60,6 @@ class SerialExecutor:
         on_summary: OnSummary,
         more: More | None = None,
     ) -> Any:
-        features = columns[:-1]
         last = len(batches) - 1
         # The QR blocks are small: BLAS threads would only contend (measured 20x slower on a
         # busy two-core machine); Dask workers get one thread each from their nanny.
@@ -68,21 +68,20 @@ class SerialExecutor:
                 if index and more is not None and not more():
                     break
                 keep_test_rows = more is not None or index == last
-                summary = strategy.summarise(batch, columns, test_fraction, keep_test_rows)
-                accumulator = strategy.fold(accumulator, summary, features)
-                on_summary(index, summary.without_train())
+                accumulator, summary = strategy.learn(
+                    accumulator, batch, columns, test_fraction, keep_test_rows
+                )
+                on_summary(index, summary)
         return accumulator
 
 
 class DaskExecutor:
     """Batches summarised in parallel on a Dask cluster, folded in batch order.
 
-    ``window`` bounds the batches in flight; by default two per worker thread for a strategy
-    whose summaries are small (ols: one being read, one queued, so no thread idles), and one
-    batch for one that folds where it summarised (sgd: each batch in flight is held whole, and
-    the folds run one after another anyway; reading the next batch during a fold saved up to
-    30 % of a 10M-row round but held one more 1M-row batch, +190 MiB, so memory would grow
-    with the cluster rather than stay at one batch).
+    ``window`` bounds the batches in flight; by default two per worker thread for ols (one
+    being read, one queued, so no thread idles) and two for sgd, whose batches are learnt one
+    after another anyway (each holds a few chunks): the next one waits on the worker behind
+    the model it needs, so it starts at once.
     """
 
     def __init__(self, client: Any, window: int | None = None) -> None:
@@ -104,28 +103,35 @@ class DaskExecutor:
         last = len(batches) - 1
         threads = max(1, sum(client.nthreads().values()))
         remote = strategy.fold_where_summarised
-        window = self.window or (1 if remote else 2 * threads)
+        window = self.window or (2 if remote else 2 * threads)
         state = {"accumulator": accumulator}
 
         def submit(index: int) -> list[Any]:
+            keep_test_rows = more is not None or index == last
+            if remote:
+                # The model (a few numbers) moves to a worker, which reads the batch there.
+                learnt = client.submit(
+                    strategy.learn,
+                    state["accumulator"],
+                    batches[index],
+                    list(columns),
+                    test_fraction,
+                    keep_test_rows,
+                    pure=False,
+                )
+                # Only the summary is fetched: the model is updated in place by the next
+                # batch, already queued behind it, and fetched once at the end.
+                state["accumulator"] = client.submit(itemgetter(0), learnt, pure=False)
+                return [client.submit(itemgetter(1), learnt, pure=False)]
             summary = client.submit(
                 strategy.summarise,
                 batches[index],
                 list(columns),
                 test_fraction,
-                more is not None or index == last,
+                keep_test_rows,
                 pure=False,
             )
-            if not remote:
-                return [summary]
-            # The model (a few numbers) moves to the batch, not the batch to the model.
-            state["accumulator"] = client.submit(
-                strategy.fold, state["accumulator"], summary, features, pure=False
-            )
-            return [
-                client.submit(BatchSummary.without_train, summary, pure=False),
-                state["accumulator"],
-            ]
+            return [summary]
 
         # Worker threads of a local cluster share this process's BLAS: one thread each, as
         # a remote worker's nanny sets for its own process (unlimited, two OpenBLAS threads

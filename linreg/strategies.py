@@ -1,20 +1,21 @@
 """Model strategies: what each estimator does with a batch, written once for every executor.
 
-A round reduces each batch to a :class:`BatchSummary` (``summarise``, on a worker, in
-parallel), folds the summaries into an accumulator in batch order (``fold``, where the
-summary's training part lives: the driver for ols, the worker holding the batch for sgd), and
-turns the accumulator into the round's estimator (``finish``). A new estimator is one more
-class with these four methods and an entry in :data:`STRATEGIES`.
+``learn`` takes one batch into the accumulator and returns the batch's
+:class:`BatchSummary` (report, held-out statistics); ``finish`` turns the accumulator into the
+round's estimator. A strategy whose batches reduce to small summaries (ols) also splits
+``learn`` into ``summarise`` (on any worker, batches in parallel) and ``fold`` (in batch
+order, on the driver); one that must see every row in order (sgd, ``fold_where_summarised``)
+runs ``learn`` on a worker, the accumulator travelling to the data. A new estimator is one
+more class and an entry in :data:`STRATEGIES`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-import pandas as pd
 
 from linreg.batches import BatchSpec
 from linreg.categorical import InputColumn
@@ -26,7 +27,8 @@ from linreg.estimators import (
     estimator_from_state,
     make_estimator,
 )
-from linreg.preprocess import BatchReader, BatchReport, prepare_batch
+from linreg.prefetch import prefetched
+from linreg.preprocess import BatchReader, BatchReport, Design
 from linreg.stats import LeastSquaresStats, SingularSystemError, solve_least_squares
 
 Estimator = IncrementalLinearRegression | StandardizedSGDRegressor
@@ -34,8 +36,8 @@ Estimator = IncrementalLinearRegression | StandardizedSGDRegressor
 
 @dataclass
 class BatchSummary:
-    """What summarising one batch yields: small, whatever the batch size, except ``train``
-    for strategies that fold raw rows (sgd), which never leaves the worker that read them."""
+    """What one batch yields: small, whatever the batch size (``train``: the statistics a
+    parallel strategy folds; ``x_test``/``y_test``: the held-out rows when asked for)."""
 
     report: BatchReport
     holdout: LeastSquaresStats
@@ -51,21 +53,38 @@ class ModelStrategy(Protocol):
     """How one kind of estimator learns from a round of batches."""
 
     kind: ClassVar[str]
+    # True: batches are learnt one after another where they are read (``learn`` only);
+    # False: ``summarise`` runs on any worker in parallel and ``fold`` in batch order.
     fold_where_summarised: ClassVar[bool]
 
     def start(self, estimator_state: dict[str, Any] | None, hyperparams: HyperParams) -> Any:
         """The accumulator a round starts from: the saved estimator, or a new one."""
         ...
 
+    def learn(
+        self,
+        accumulator: Any,
+        batch: BatchSpec,
+        columns: Sequence[str],
+        test_fraction: float,
+        keep_test_rows: bool,
+    ) -> tuple[Any, BatchSummary]:
+        """The accumulator with ``batch`` learnt, and the batch's summary (no ``train``)."""
+        ...
+
+    def finish(self, accumulator: Any, features: Sequence[str]) -> Estimator: ...
+
+
+class ParallelStrategy(ModelStrategy, Protocol):
+    """A strategy whose batches summarise independently (``fold_where_summarised`` False)."""
+
     def summarise(
         self, batch: BatchSpec, columns: Sequence[str], test_fraction: float, keep_test_rows: bool
     ) -> BatchSummary: ...
 
     def fold(self, accumulator: Any, summary: BatchSummary, features: Sequence[str]) -> Any:
-        """The accumulator with the summary folded in; may consume ``summary.train``."""
+        """The accumulator with the summary folded in."""
         ...
-
-    def finish(self, accumulator: Any, features: Sequence[str]) -> Estimator: ...
 
 
 def _empty_stats(n_features: int) -> LeastSquaresStats:
@@ -106,16 +125,11 @@ class OlsStrategy:
             train_parts.append(_stats(train))
             test_parts.append(_stats(test))
         n_features = len(columns) - 1
-        x_test = y_test = None
-        if keep_test_rows:
-            x_test = np.concatenate([x for x, _ in kept]) if kept else np.empty((0, n_features))
-            y_test = np.concatenate([y for _, y in kept]) if kept else np.empty(0)
         return BatchSummary(
             report=reader.report,
             holdout=_merged(test_parts, n_features),
             train=_merged(train_parts, n_features),
-            x_test=x_test,
-            y_test=y_test,
+            **(_test_rows(kept, n_features) if keep_test_rows else {}),
         )
 
     def fold(
@@ -123,6 +137,17 @@ class OlsStrategy:
     ) -> OlsAccumulator:
         accumulator.parts.append(summary.train)
         return accumulator
+
+    def learn(
+        self,
+        accumulator: OlsAccumulator,
+        batch: BatchSpec,
+        columns: Sequence[str],
+        test_fraction: float,
+        keep_test_rows: bool,
+    ) -> tuple[OlsAccumulator, BatchSummary]:
+        summary = self.summarise(batch, columns, test_fraction, keep_test_rows)
+        return self.fold(accumulator, summary, columns[:-1]), summary.without_train()
 
     def finish(
         self, accumulator: OlsAccumulator, features: Sequence[str]
@@ -148,13 +173,11 @@ class OlsStrategy:
         return estimator.merge_stats(batch_stats, feature_names=list(features))
 
 
-SGD_FOLD_ROWS = 65_536
-
-
 class SgdStrategy:
-    """SGD on running-standardised data: each batch is read into arrays on a worker, and the
-    small model travels to it for ``partial_fit`` steps over its rows (batches in order: SGD
-    is sequential), a slice of :data:`SGD_FOLD_ROWS` rows at a time."""
+    """SGD on running-standardised data, batches in order (SGD is sequential): the small
+    model travels to a worker, which reads the batch a chunk at a time and takes
+    ``partial_fit`` steps over each chunk while the next one is read (:func:`prefetched`),
+    so a batch is never in memory whole."""
 
     kind: ClassVar[str] = "sgd"
     fold_where_summarised: ClassVar[bool] = True
@@ -168,38 +191,30 @@ class SgdStrategy:
     ) -> StandardizedSGDRegressor:
         return _estimator(estimator_state, hyperparams)
 
-    def summarise(
-        self, batch: BatchSpec, columns: Sequence[str], test_fraction: float, keep_test_rows: bool
-    ) -> BatchSummary:
-        prepared = prepare_batch(batch, columns, test_fraction, self.weight, self.inputs)
-        return BatchSummary(
-            report=prepared.report,
-            holdout=LeastSquaresStats.from_arrays(
-                prepared.x_test, prepared.y_test, prepared.w_test
-            ),
-            train=(prepared.x_train, prepared.y_train, prepared.w_train),
-            x_test=prepared.x_test if keep_test_rows else None,
-            y_test=prepared.y_test if keep_test_rows else None,
+    def learn(
+        self,
+        accumulator: StandardizedSGDRegressor,
+        batch: BatchSpec,
+        columns: Sequence[str],
+        test_fraction: float,
+        keep_test_rows: bool,
+    ) -> tuple[StandardizedSGDRegressor, BatchSummary]:
+        reader = BatchReader(
+            batch, columns, test_fraction, weight=self.weight, scale_rows=False, inputs=self.inputs
         )
-
-    def fold(
-        self, accumulator: StandardizedSGDRegressor, summary: BatchSummary, features: Sequence[str]
-    ) -> StandardizedSGDRegressor:
-        x_train, y_train, w_train = summary.train
-        # The fold consumes the rows, so a batch is freed once learnt, whoever still holds its
-        # summary: the serial loop until the next batch is read, Dask until the scheduler
-        # releases it (two batches at the peak: 617 against 496 MiB for a round of 2M rows).
-        summary.train = None
-        # In slices: each partial_fit standardises a copy of its rows, so the copy stays
-        # ~10 MiB instead of a second batch (a batch of 1M rows x 20 features is 160 MiB).
-        for start in range(0, len(y_train), SGD_FOLD_ROWS):
-            rows = slice(start, start + SGD_FOLD_ROWS)
-            frame = pd.DataFrame(x_train[rows], columns=list(features), copy=False)
-            weights = None if w_train is None else w_train[rows]
-            if weights is not None and not weights.any():
-                continue  # nothing to learn from rows of weight zero
-            accumulator.partial_fit(frame, y_train[rows], sample_weight=weights)
-        return accumulator
+        features = list(columns[:-1])
+        holdout, kept = [], []
+        for train, test_stats, test_rows in prefetched(_with_holdout(reader, keep_test_rows)):
+            accumulator.partial_fit_design(train, features)
+            holdout.append(test_stats)
+            if test_rows is not None:
+                kept.append(test_rows)
+        summary = BatchSummary(
+            report=reader.report,
+            holdout=_merged(holdout, len(features)),
+            **(_test_rows(kept, len(features)) if keep_test_rows else {}),
+        )
+        return accumulator, summary
 
     def finish(
         self, accumulator: StandardizedSGDRegressor, features: Sequence[str]
@@ -237,3 +252,35 @@ def _stats(design) -> LeastSquaresStats:
 def _merged(parts: Sequence[LeastSquaresStats], n_features: int) -> LeastSquaresStats:
     parts = [part for part in parts if part.n]
     return LeastSquaresStats.merge_all(parts) if parts else _empty_stats(n_features)
+
+
+def _with_holdout(
+    reader: BatchReader, keep_test_rows: bool
+) -> Iterator[tuple[Design, LeastSquaresStats, tuple[np.ndarray, np.ndarray] | None]]:
+    """Each chunk's training design with its held-out rows' statistics (and the rows, when
+    kept), computed where the chunk is read: on the prefetching thread."""
+    n_features = len(reader.columns) - 1
+    for train, test in reader:
+        if not test.n_valid:
+            yield train, _empty_stats(n_features), None
+            continue
+        x_test, y_test = test.rows()
+        stats = LeastSquaresStats.from_arrays(x_test, y_test, _kept_weights(test))
+        yield train, stats, (x_test, y_test) if keep_test_rows else None
+
+
+def _kept_weights(design: Design) -> np.ndarray | None:
+    """The sample weights of a design's usable rows (kept beside them, not scaled in)."""
+    if design.weights is None or design.n_valid == len(design.matrix):
+        return design.weights
+    return design.weights[design.valid]
+
+
+def _test_rows(kept: Sequence[tuple[np.ndarray, np.ndarray]], n_features: int) -> dict:
+    """``x_test`` and ``y_test`` of a summary from the held-out rows of each chunk."""
+    if not kept:
+        return {"x_test": np.empty((0, n_features)), "y_test": np.empty(0)}
+    return {
+        "x_test": np.concatenate([x for x, _ in kept]),
+        "y_test": np.concatenate([y for _, y in kept]),
+    }

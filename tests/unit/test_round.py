@@ -167,22 +167,71 @@ def test_the_round_holds_the_lock_from_load_to_save(synthetic_dir, tmp_path):
     assert events == ["lock block", "load", "save", "unlock"]
 
 
-def test_an_sgd_fold_frees_the_rows_it_learnt(synthetic_dir):
-    # Whoever still holds the summary (the serial loop while it reads the next batch, Dask
-    # until the scheduler releases it) no longer holds the batch's rows.
+def test_an_sgd_batch_summary_holds_its_holdout_and_no_rows_to_learn(synthetic_dir):
     directory, _ = synthetic_dir
     data = DataConfig(source=str(directory), batch_rows=6_000)
     plan = validate_source(data)
     columns = [*plan.features, plan.target]
     strategy = strategy_for("sgd")
     batch = plan_batches(plan.files, {}, data.batch_rows)[0]
-    summary = strategy.summarise(batch, columns, data.test_fraction, keep_test_rows=True)
-    x_train, _, _ = summary.train
-    assert len(x_train) > 0
-    model = strategy.fold(strategy.start(None, HyperParams(model="sgd")), summary, plan.features)
+    start = strategy.start(None, HyperParams(model="sgd"))
+    model, summary = strategy.learn(start, batch, columns, data.test_fraction, True)
     assert summary.train is None
-    assert summary.holdout.n == summary.report.rows_test and summary.x_test is not None
+    assert summary.holdout.n == summary.report.rows_test == len(summary.y_test) > 0
+    assert model.n_samples_seen_ == summary.report.rows_train
     assert model.coef_.shape == (len(plan.features),)
+
+
+@pytest.mark.parametrize("weighted, fit_intercept", [(False, True), (True, True), (False, False)])
+def test_sgd_on_read_chunks_equals_partial_fit_on_their_rows(tmp_path, weighted, fit_intercept):
+    # The fast path (statistics from the design's columns, rows standardised once) against
+    # scikit-learn's StandardScaler.partial_fit + transform on the same rows, chunk by chunk;
+    # rows with a missing value and rows of weight zero included.
+    from linreg.estimators import StandardizedSGDRegressor
+    from linreg.preprocess import BatchReader
+
+    rng = np.random.default_rng(3)
+    n = 150_000  # a few reader chunks
+    # Far from the origin only with an intercept: without one, SGD on uncentred data of a
+    # large mean diverges (whichever path computes it).
+    centre = 2_000.0 if fit_intercept else 1.0
+    frame = pd.DataFrame({"a": rng.normal(centre, 5.0, n), "b": rng.normal(0.0, 1e-3, n)})
+    frame["target"] = 0.5 * frame["a"] - 3e3 * frame["b"] + rng.normal(0, 0.1, n)
+    frame.loc[::97, "b"] = np.nan
+    frame["w"] = np.where(np.arange(n) % 5 == 0, 0.0, rng.uniform(0.5, 2.0, n))
+    frame.to_parquet(tmp_path / "part.parquet")
+    data = DataConfig(source=str(tmp_path), batch_rows=n, weight="w" if weighted else None)
+    plan = validate_source(data)
+    columns = [*plan.features, plan.target]
+    reader = BatchReader(
+        plan_batches(plan.files, {}, n)[0],
+        columns,
+        0.2,
+        weight=data.weight,
+        scale_rows=False,
+    )
+    fast = StandardizedSGDRegressor(fit_intercept=fit_intercept)
+    reference = StandardizedSGDRegressor(fit_intercept=fit_intercept)
+    chunks = 0
+    for train, _ in reader:
+        chunks += 1
+        fast.partial_fit_design(train, plan.features)
+        x, y = train.rows()
+        weights = None if train.weights is None else train.weights[train.valid]
+        reference.partial_fit(pd.DataFrame(x, columns=plan.features), y, sample_weight=weights)
+    assert chunks > 1
+    for name in ("x_scaler_", "y_scaler_"):
+        ours, theirs = getattr(fast, name), getattr(reference, name)
+        np.testing.assert_allclose(ours.mean_, theirs.mean_, rtol=1e-12)
+        np.testing.assert_allclose(ours.var_, theirs.var_, rtol=1e-9)
+        np.testing.assert_allclose(ours.scale_, theirs.scale_, rtol=1e-9)
+        assert float(np.max(ours.n_samples_seen_)) == pytest.approx(
+            float(np.max(theirs.n_samples_seen_)), rel=1e-12
+        )
+    assert fast.n_samples_seen_ == reference.n_samples_seen_
+    np.testing.assert_allclose(fast.coef_, reference.coef_, rtol=1e-6)
+    assert fast.intercept_ == pytest.approx(reference.intercept_, rel=1e-6, abs=1e-9)
+    assert list(fast.feature_names_in_) == list(plan.features)
 
 
 def test_every_model_kind_has_a_strategy():
