@@ -80,3 +80,29 @@ def advance_cursor(cursor: Mapping[str, int], batches: Sequence[BatchSpec]) -> d
             file_id = segment.data_file.file_id
             advanced[file_id] = max(advanced.get(file_id, 0), segment.stop)
     return dict(sorted(advanced.items()))
+
+
+def split_batch(batch: BatchSpec, parts: int, min_rows: int) -> list[BatchSpec]:
+    """``batch`` cut into at most ``parts`` consecutive pieces of about equal rows, each of at
+    least ``min_rows`` (fewer pieces when the batch is small; the batch itself for one)."""
+    parts = max(1, min(parts, batch.n_rows // max(1, min_rows)))
+    if parts == 1:
+        return [batch]
+    bounds = [batch.n_rows * index // parts for index in range(1, parts)] + [batch.n_rows]
+    pieces: list[BatchSpec] = []
+    current: list[Segment] = []
+    done = 0  # rows of the batch before the current position
+    target = iter(bounds)
+    bound = next(target)
+    for segment in batch.segments:
+        start = segment.start
+        while start < segment.stop:
+            stop = min(segment.stop, start + bound - done)
+            current.append(Segment(segment.data_file, start, stop))
+            done += stop - start
+            start = stop
+            if done == bound:
+                pieces.append(BatchSpec(tuple(current)))
+                current = []
+                bound = next(target, batch.n_rows + 1)
+    return pieces

@@ -48,7 +48,12 @@ class Executor(Protocol):
 
 
 class SerialExecutor:
-    """Every batch in this process, one after another."""
+    """Every batch in this process, one after another; a strategy whose batches summarise
+    independently (ols) reads each batch as up to ``readers`` pieces on as many threads, so
+    both cores work from the first batch, as a local Dask cluster's two workers would."""
+
+    def __init__(self, readers: int = 1) -> None:
+        self.readers = readers
 
     def map_batches(
         self,
@@ -60,6 +65,7 @@ class SerialExecutor:
         on_summary: OnSummary,
         more: More | None = None,
     ) -> Any:
+        features = columns[:-1]
         last = len(batches) - 1
         # The QR blocks are small: BLAS threads would only contend (measured 20x slower on a
         # busy two-core machine); Dask workers get one thread each from their nanny.
@@ -68,9 +74,16 @@ class SerialExecutor:
                 if index and more is not None and not more():
                     break
                 keep_test_rows = more is not None or index == last
-                accumulator, summary = strategy.learn(
-                    accumulator, batch, columns, test_fraction, keep_test_rows
-                )
+                if strategy.fold_where_summarised:
+                    accumulator, summary = strategy.learn(
+                        accumulator, batch, columns, test_fraction, keep_test_rows
+                    )
+                else:
+                    summary = strategy.summarise(
+                        batch, columns, test_fraction, keep_test_rows, self.readers
+                    )
+                    accumulator = strategy.fold(accumulator, summary, features)
+                    summary = summary.without_train()
                 on_summary(index, summary)
         return accumulator
 

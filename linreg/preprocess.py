@@ -181,8 +181,11 @@ class BatchReader:
         weight: str | None = None,
         scale_rows: bool = True,
         inputs: Sequence[InputColumn] = (),
+        require_usable_rows: bool = True,
     ) -> None:
         self.batch = batch
+        # False: the caller reads the batch in pieces and checks their sum (check_usable_rows).
+        self.require_usable_rows = require_usable_rows
         self.columns = list(columns)
         # With categorical inputs, ``columns`` are the design's (dummies by name); the raw
         # inputs and the target are read and each category becomes its 0/1 columns.
@@ -245,12 +248,6 @@ class BatchReader:
         }
         dropped_by_column.update(missing)
         n_complete = rows_train + rows_test
-        if rows_read and n_complete == 0:
-            worst = max(dropped_by_column, key=dropped_by_column.__getitem__)
-            raise DataError(
-                f"{self.batch.describe()}: every one of {rows_read} rows has a missing or "
-                f"non-finite value (column '{worst}': {dropped_by_column[worst]} rows)"
-            )
         self.report = BatchReport(
             rows_read=rows_read,
             rows_dropped=rows_read - n_complete,
@@ -259,6 +256,19 @@ class BatchReader:
             dropped_by_column=dropped_by_column,
             segments=[self.batch.describe()],
             unknown_levels=unknown,
+        )
+        if self.require_usable_rows:
+            check_usable_rows(self.report)
+
+
+def check_usable_rows(report: BatchReport) -> None:
+    """Raise :class:`DataError` if the batch of ``report`` has rows but none is usable."""
+    if report.rows_read and report.rows_train + report.rows_test == 0:
+        counts = report.dropped_by_column
+        worst = max(counts, key=counts.__getitem__)
+        raise DataError(
+            f"{', '.join(report.segments)}: every one of {report.rows_read} rows has a missing "
+            f"or non-finite value (column '{worst}': {counts[worst]} rows)"
         )
 
 

@@ -12,12 +12,13 @@ more class and an entry in :data:`STRATEGIES`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from linreg.batches import BatchSpec
+from linreg.batches import BatchSpec, split_batch
 from linreg.categorical import InputColumn
 from linreg.config import HyperParams
 from linreg.errors import DataError
@@ -28,7 +29,7 @@ from linreg.estimators import (
     make_estimator,
 )
 from linreg.prefetch import prefetched
-from linreg.preprocess import BatchReader, BatchReport, Design
+from linreg.preprocess import BatchReader, BatchReport, Design, check_usable_rows
 from linreg.stats import LeastSquaresStats, SingularSystemError, solve_least_squares
 
 Estimator = IncrementalLinearRegression | StandardizedSGDRegressor
@@ -79,8 +80,15 @@ class ParallelStrategy(ModelStrategy, Protocol):
     """A strategy whose batches summarise independently (``fold_where_summarised`` False)."""
 
     def summarise(
-        self, batch: BatchSpec, columns: Sequence[str], test_fraction: float, keep_test_rows: bool
-    ) -> BatchSummary: ...
+        self,
+        batch: BatchSpec,
+        columns: Sequence[str],
+        test_fraction: float,
+        keep_test_rows: bool,
+        readers: int = 1,
+    ) -> BatchSummary:
+        """The batch's summary, read by up to ``readers`` threads at once."""
+        ...
 
     def fold(self, accumulator: Any, summary: BatchSummary, features: Sequence[str]) -> Any:
         """The accumulator with the summary folded in."""
@@ -95,6 +103,10 @@ def _empty_stats(n_features: int) -> LeastSquaresStats:
 class OlsAccumulator:
     estimator: IncrementalLinearRegression
     parts: list[LeastSquaresStats] = field(default_factory=list)
+
+
+# Rows below which a second reader costs more (its Arrow buffers, a thread) than it saves.
+MIN_READER_ROWS = 262_144
 
 
 class OlsStrategy:
@@ -115,9 +127,57 @@ class OlsStrategy:
         return OlsAccumulator(_estimator(estimator_state, hyperparams))
 
     def summarise(
-        self, batch: BatchSpec, columns: Sequence[str], test_fraction: float, keep_test_rows: bool
+        self,
+        batch: BatchSpec,
+        columns: Sequence[str],
+        test_fraction: float,
+        keep_test_rows: bool,
+        readers: int = 1,
     ) -> BatchSummary:
-        reader = BatchReader(batch, columns, test_fraction, weight=self.weight, inputs=self.inputs)
+        """The batch's QR statistics; with ``readers`` > 1, its pieces are read on as many
+        threads at once (each piece at least :data:`MIN_READER_ROWS` rows) and merged."""
+        pieces = split_batch(batch, readers, MIN_READER_ROWS)
+        if len(pieces) == 1:
+            return self._summarise(batch, columns, test_fraction, keep_test_rows, True)
+        with ThreadPoolExecutor(len(pieces), thread_name_prefix="ols-reader") as pool:
+            parts = list(
+                pool.map(
+                    lambda piece: self._summarise(
+                        piece, columns, test_fraction, keep_test_rows, False
+                    ),
+                    pieces,
+                )
+            )
+        report = parts[0].report
+        for part in parts[1:]:
+            report = report.add(part.report)
+        report = replace(report, segments=[batch.describe()])
+        check_usable_rows(report)
+        n_features = len(columns) - 1
+        test_rows = [(part.x_test, part.y_test) for part in parts if part.y_test is not None]
+        return BatchSummary(
+            report=report,
+            holdout=_merged([part.holdout for part in parts], n_features),
+            train=_merged([part.train for part in parts], n_features),
+            **(_test_rows(test_rows, n_features) if keep_test_rows else {}),
+        )
+
+    def _summarise(
+        self,
+        batch: BatchSpec,
+        columns: Sequence[str],
+        test_fraction: float,
+        keep_test_rows: bool,
+        require_usable_rows: bool,
+    ) -> BatchSummary:
+        reader = BatchReader(
+            batch,
+            columns,
+            test_fraction,
+            weight=self.weight,
+            inputs=self.inputs,
+            require_usable_rows=require_usable_rows,
+        )
         train_parts, test_parts, kept = [], [], []
         for train, test in reader:
             if keep_test_rows and test.n_valid:

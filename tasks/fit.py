@@ -73,7 +73,7 @@ def partial_fit(
             else f"on Dask ({workers} worker(s) at {address})"
         )
     else:
-        executor = SerialExecutor()
+        executor = SerialExecutor(readers=runtime.dask_workers)
         where = "in this process" + (
             f" ({n_rows:,} rows: no Dask cluster for a round of up to "
             f"{runtime.serial_max_rows:,} rows)"

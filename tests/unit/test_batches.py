@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from linreg.batches import advance_cursor, plan_batches
+from linreg.batches import advance_cursor, plan_batches, split_batch
 from linreg.sources import DataFile
 
 
@@ -63,3 +63,30 @@ def test_new_files_are_picked_up_and_unknown_cursor_entries_ignored():
 def test_batch_rows_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         plan_batches(FILES, {}, 0)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 5])
+def test_a_batch_splits_into_consecutive_pieces_of_about_equal_rows(parts):
+    files = [_file("a", 700), _file("b", 301), _file("c", 999)]
+    batch = plan_batches(files, {"a": 100}, 10_000)[0]
+    pieces = split_batch(batch, parts, min_rows=100)
+    assert len(pieces) == parts
+    rows = [
+        (s.data_file.file_id, row)
+        for p in pieces
+        for s in p.segments
+        for row in range(s.start, s.stop)
+    ]
+    expected = [
+        (s.data_file.file_id, row) for s in batch.segments for row in range(s.start, s.stop)
+    ]
+    assert rows == expected  # every row once, in order
+    sizes = [piece.n_rows for piece in pieces]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_a_small_batch_is_not_split_below_the_minimum_piece():
+    batch = plan_batches([_file("a", 500)], {}, 10_000)[0]
+    assert split_batch(batch, 4, min_rows=200) == split_batch(batch, 2, min_rows=200)
+    assert len(split_batch(batch, 4, min_rows=200)) == 2
+    assert split_batch(batch, 4, min_rows=501) == [batch]

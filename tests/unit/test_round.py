@@ -446,3 +446,35 @@ def test_the_dask_window_finishes_batches_in_flight_and_starts_none_after_the_st
     serial_model, _ = run(SerialExecutor(), None, count=started)
     assert dask_model.n_samples_seen_ == serial_model.n_samples_seen_
     np.testing.assert_allclose(dask_model.coef_, serial_model.coef_, rtol=1e-12)
+
+
+def test_ols_read_by_several_threads_equals_one_reader(tmp_path, monkeypatch):
+    from linreg import strategies
+
+    monkeypatch.setattr(strategies, "MIN_READER_ROWS", 1_000)
+    rng = np.random.default_rng(5)
+    n = 9_000
+    frame = pd.DataFrame(rng.normal(0, 1, (n, 3)), columns=["a", "b", "c"])
+    frame["target"] = frame @ np.array([1.0, -2.0, 0.5]) + rng.normal(0, 0.1, n)
+    # The first third is unusable: a piece of the batch with no usable row is no error.
+    frame.loc[: n // 3, "a"] = np.nan
+    frame.to_parquet(tmp_path / "part.parquet", row_group_size=2_000)
+    data = DataConfig(source=str(tmp_path), batch_rows=n)
+    plan = validate_source(data)
+    batch = plan_batches(plan.files, {}, n)[0]
+    columns = [*plan.features, plan.target]
+    strategy = strategy_for("ols")
+    one = strategy.summarise(batch, columns, 0.2, True, readers=1)
+    three = strategy.summarise(batch, columns, 0.2, True, readers=3)
+    assert three.report == one.report
+    from linreg.stats import solve_least_squares
+
+    np.testing.assert_allclose(
+        solve_least_squares(three.train)[0], solve_least_squares(one.train)[0], rtol=1e-12
+    )
+    assert three.holdout.n == one.holdout.n == one.report.rows_test
+    np.testing.assert_allclose(three.y_test, one.y_test, rtol=1e-12)  # shifted per chunk
+    frame["a"] = np.nan
+    frame.to_parquet(tmp_path / "part.parquet", row_group_size=2_000)
+    with pytest.raises(DataError, match=r"part.parquet\[0:9000\]: every one of 9000 rows"):
+        strategy.summarise(batch, columns, 0.2, True, readers=3)
