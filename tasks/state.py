@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from prefect import get_run_logger, task
 from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
@@ -28,6 +30,12 @@ class TrainingStateBlock(Block):
     state: TrainingState
 
 
+@cache
+def _schema_checksum() -> str:
+    """The block schema's checksum: fixed for this code, and 7-25 ms of pydantic to compute."""
+    return TrainingStateBlock._calculate_schema_checksum()
+
+
 class PrefectBlockStateStore:
     """A :class:`linreg.state.StateStore` backed by a ``TrainingStateBlock`` document."""
 
@@ -47,7 +55,7 @@ class PrefectBlockStateStore:
                 self.name, None if current is None else current.version, expected_version
             )
             schema = document.block_schema if document else None
-            if schema is None or schema.checksum != TrainingStateBlock._calculate_schema_checksum():
+            if schema is None or schema.checksum != _schema_checksum():
                 TrainingStateBlock(state=state).save(self.name, overwrite=True, _sync=True)
                 return
             # One PATCH of the document's data: Block.save would also register the block
