@@ -55,6 +55,21 @@ def test_state_round_trip_continues_identically(synthetic, average):
     assert restored.n_samples_seen_ == original.n_samples_seen_ == 10_000
 
 
+def test_a_weighted_state_keeps_its_fractional_weight_count(synthetic):
+    # The scalers count weight, not rows: a saved count of 1234.5 must not come back as 1234.
+    _, X, y = synthetic
+    weights = np.full(5_000, 0.2469)
+    original = StandardizedSGDRegressor().partial_fit(X[:5_000], y[:5_000], weights)
+    state = json.loads(json.dumps(original.get_state()))
+    assert state["x_scaler"]["n"] == pytest.approx(5_000 * 0.2469)
+    restored = StandardizedSGDRegressor.from_state(state)
+    more = np.full(5_000, 0.5)
+    original.partial_fit(X[5_000:10_000], y[5_000:10_000], more)
+    restored.partial_fit(X[5_000:10_000], y[5_000:10_000], more)
+    np.testing.assert_allclose(restored.x_scaler_.mean_, original.x_scaler_.mean_, rtol=1e-12)
+    np.testing.assert_allclose(restored.coef_, original.coef_, rtol=1e-12)
+
+
 def test_feature_names_and_counts_are_kept(synthetic):
     _, X, y = synthetic
     frame = pd.DataFrame(X[:1_000, :3], columns=["a", "b", "c"])
