@@ -226,11 +226,7 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         first_call = not hasattr(self, "sgd_")
         X, y = validate_data(self, X, y, reset=first_call, dtype=np.float64, y_numeric=True)
         if first_call:
-            centre = self.fit_intercept
-            self.x_scaler_ = StandardScaler(with_mean=centre)
-            self.y_scaler_ = StandardScaler(with_mean=centre)
-            self.sgd_ = None
-            self.n_samples_seen_ = 0
+            self._start_learning()
         if len(X) == 0:
             return self
         targets = y.reshape(-1, 1)
@@ -238,17 +234,31 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
             sample_weight = _checked_weights(sample_weight, len(X))
         self.x_scaler_.partial_fit(X, sample_weight=sample_weight)
         self.y_scaler_.partial_fit(targets, sample_weight=sample_weight)
+        return self._sgd_steps(
+            self.x_scaler_.transform(X),
+            self.y_scaler_.transform(targets).ravel(),
+            sample_weight,
+            len(X),
+        )
+
+    def _start_learning(self) -> None:
+        centre = self.fit_intercept
+        self.x_scaler_ = StandardScaler(with_mean=centre)
+        self.y_scaler_ = StandardScaler(with_mean=centre)
+        self.sgd_ = None
+        self.n_samples_seen_ = 0
+
+    def _sgd_steps(
+        self, features: np.ndarray, target: np.ndarray, weights: np.ndarray | None, n_rows: int
+    ) -> StandardizedSGDRegressor:
+        """SGD steps over standardised rows, then the raw-unit coefficients."""
         sgd = self.sgd_ if self.sgd_ is not None else self._new_sgd()
         sgd.set_params(
             alpha=self.alpha, learning_rate=self.learning_rate, eta0=self.eta0, power_t=self.power_t
         )
-        sgd.partial_fit(
-            self.x_scaler_.transform(X),
-            self.y_scaler_.transform(targets).ravel(),
-            sample_weight=sample_weight,
-        )
+        sgd.partial_fit(features, target, sample_weight=weights)
         self.sgd_ = sgd
-        self.n_samples_seen_ += len(X)
+        self.n_samples_seen_ += n_rows
         self._update_raw_coefficients()
         return self
 
@@ -269,11 +279,7 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         if not hasattr(self, "sgd_"):
             self.n_features_in_ = n_features
             _set_feature_names(self, feature_names)
-            centre = self.fit_intercept
-            self.x_scaler_ = StandardScaler(with_mean=centre)
-            self.y_scaler_ = StandardScaler(with_mean=centre)
-            self.sgd_ = None
-            self.n_samples_seen_ = 0
+            self._start_learning()
         elif n_features != self.n_features_in_:
             raise ValueError(
                 f"X has {n_features} features, but {type(self).__name__} is expecting "
@@ -295,15 +301,7 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         features /= scale[:-1]
         target = matrix[:, -1] if usable is None else matrix[usable, -1]
         target = (target - offset[-1]) / scale[-1]
-        sgd = self.sgd_ if self.sgd_ is not None else self._new_sgd()
-        sgd.set_params(
-            alpha=self.alpha, learning_rate=self.learning_rate, eta0=self.eta0, power_t=self.power_t
-        )
-        sgd.partial_fit(features, target, sample_weight=weights)
-        self.sgd_ = sgd
-        self.n_samples_seen_ += design.n_valid
-        self._update_raw_coefficients()
-        return self
+        return self._sgd_steps(features, target, weights, design.n_valid)
 
     def _update_running_statistics(
         self, values: np.ndarray, shift: np.ndarray, design: Design
