@@ -138,6 +138,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--alpha", type=float, default=0.0, help="L2 penalty (ridge for ols)")
     parser.add_argument(
+        "--average",
+        type=int,
+        metavar="ROWS",
+        help="sgd: average the iterates from this training row on (averaged SGD); 0 for "
+        "plain SGD's last iterate, which follows drifting data faster (default 10000)",
+    )
+    parser.add_argument(
         "--no-intercept",
         action="store_true",
         help="fit through the origin (intercept 0), both models",
@@ -547,6 +554,7 @@ def check_options(args: argparse.Namespace) -> None:
         ("--batch-rows", args.batch_rows, args.batch_rows >= 1, "must be at least 1"),
         ("--test-fraction", args.test_fraction, 0 <= args.test_fraction < 1, "must be in [0, 1)"),
         ("--alpha", args.alpha, args.alpha >= 0, "must not be negative"),
+        ("--average", args.average, args.average is None or args.average >= 0, "must be >= 0"),
         ("--n-iter", args.n_iter, args.n_iter is None or args.n_iter >= 1, "must be at least 1"),
         ("--delay", args.delay, args.delay >= 0, "must not be negative"),
         ("--max-batches", args.max_batches, args.max_batches >= 1, "must be at least 1"),
@@ -631,8 +639,9 @@ def run_inputs(args: argparse.Namespace) -> tuple:
         test_fraction=args.test_fraction,
         storage_options=parse_storage_options(args.storage_option),
     )
+    averaging = {} if args.average is None else {"average": args.average}
     hyperparams = HyperParams(
-        model=args.model, alpha=args.alpha, fit_intercept=not args.no_intercept
+        model=args.model, alpha=args.alpha, fit_intercept=not args.no_intercept, **averaging
     )
     state_block = check_state_name(args.state_block or settings.state_block)
     out_dir = args.out or settings.out_dir

@@ -79,6 +79,12 @@ def parse_storage_options(pairs: Iterable[str]) -> dict[str, Any]:
     return options
 
 
+AVERAGE_FROM = 10_000
+"""Rows before averaged SGD starts its mean: with the default schedule the step sizes sum
+to ~13 by then, so the start has been forgotten (averaging from row 1: 0.05 coefficient
+error on 100k rows, from row 10,000: 0.0015; plain SGD: 0.0055)."""
+
+
 class HyperParams(BaseModel):
     """The estimator and its hyper-parameters."""
 
@@ -94,7 +100,12 @@ class HyperParams(BaseModel):
     )
     eta0: float = Field(0.01, gt=0.0, description="SGD initial learning rate.")
     power_t: float = Field(0.25, ge=0.0, description="SGD inverse-scaling exponent.")
-    average: bool = Field(False, description="Averaged SGD (ASGD).")
+    average: int = Field(
+        AVERAGE_FROM,
+        ge=0,
+        description="Averaged SGD: the mean of the iterates from this training row on "
+        "(0 or false: plain SGD, the last iterate; true: from the first row).",
+    )
     random_state: int = Field(0, ge=0, description="Seed of SGD's in-batch shuffling.")
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import psutil
@@ -103,6 +104,7 @@ def test_a_local_server_is_started_once_reused_by_later_calls_and_stopped(synthe
         (["--batch-rows", "0"], "--batch-rows must be at least 1 (got 0)"),
         (["--test-fraction", "1.5"], "--test-fraction must be in [0, 1) (got 1.5)"),
         (["--alpha", "-1"], "--alpha must not be negative (got -1.0)"),
+        (["--average", "-1"], "--average must be >= 0 (got -1)"),
         (["--n-iter", "0"], "--n-iter must be at least 1 (got 0)"),
         (["--max-batches", "0"], "--max-batches must be at least 1 (got 0)"),
         (["--max-seconds", "0"], "--max-seconds must be a positive number of seconds (got 0.0)"),
@@ -376,3 +378,17 @@ def test_json_prints_one_summary_object_and_quiet_prints_nothing(
     assert summary["metadata"] == str((tmp_path / "out" / "model.json").resolve())
     quiet = run_cli("--mode", "single", "--model", "ols", "--quiet", *common, env=env)
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+
+
+def test_average_reaches_the_model_and_its_metadata(prefect_api, synthetic_dir, tmp_path):
+    directory, _ = synthetic_dir
+    out = tmp_path / "out"
+    result = run_cli(
+        "--mode", "all", "--data", str(directory), "--out", str(out),
+        "--state-block", f"avg-{uuid.uuid4().hex[:8]}", "--average", "0", "--quiet",
+        env={"PREFECT_API_URL": prefect_api},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metadata = json.loads((out / "model.json").read_text())
+    assert metadata["hyperparameters"]["average"] == 0
+    assert joblib.load(out / "model.pkl").average == 0

@@ -25,7 +25,7 @@ def _r2(y, prediction):
     return 1 - np.sum((y - prediction) ** 2) / np.sum((y - y.mean()) ** 2)
 
 
-@pytest.mark.parametrize("average", [False, True])
+@pytest.mark.parametrize("average", [0, True, 10_000])
 def test_one_pass_reaches_r2_0999_on_raw_badly_scaled_features(synthetic, average):
     truth, X, y = synthetic
     assert max(truth.scales) / min(truth.scales) > 100  # really badly scaled
@@ -41,7 +41,7 @@ def test_one_pass_reaches_r2_0999_on_raw_badly_scaled_features(synthetic, averag
     )
 
 
-@pytest.mark.parametrize("average", [False, True])
+@pytest.mark.parametrize("average", [0, True, 2_000, 7_000])
 def test_state_round_trip_continues_identically(synthetic, average):
     _, X, y = synthetic
     original = StandardizedSGDRegressor(average=average).partial_fit(X[:5_000], y[:5_000])
@@ -53,6 +53,39 @@ def test_state_round_trip_continues_identically(synthetic, average):
     restored.partial_fit(X[5_000:10_000], y[5_000:10_000])
     np.testing.assert_allclose(restored.coef_, original.coef_, rtol=1e-12)
     assert restored.n_samples_seen_ == original.n_samples_seen_ == 10_000
+
+
+def _scaled_error(model, truth, X, y) -> float:
+    """Largest coefficient error against the sample's least-squares fit, in target units."""
+    design = np.column_stack([X, np.ones(len(X))])
+    exact = np.linalg.lstsq(design, y, rcond=None)[0][:-1]
+    return float(np.max(np.abs(model.coef_ - exact) * truth.scales))
+
+
+def test_averaged_sgd_cancels_most_of_the_last_iterates_noise(synthetic):
+    truth, X, y = synthetic
+    errors = {}
+    for average in (0, 10_000):
+        model = StandardizedSGDRegressor(average=average, random_state=1)
+        for start in range(0, 160_000, 10_000):
+            model.partial_fit(X[start : start + 10_000], y[start : start + 10_000])
+        errors[average] = _scaled_error(model, truth, X[:160_000], y[:160_000])
+    assert errors[10_000] < errors[0] / 3, errors
+
+
+def test_moving_running_statistics_do_not_move_the_model(synthetic):
+    # The second batch comes from shifted, rescaled features, so both scalers move a lot;
+    # with a step size of 1e-16 nothing is learnt, so the raw-unit model must stay put.
+    # (Averaging from row 50,000 on: the averaged branch, before its mean starts, since a
+    # mean legitimately moves towards the last iterate as iterates are added.)
+    truth, X, y = synthetic
+    for average in (0, 50_000):
+        model = StandardizedSGDRegressor(average=average).partial_fit(X[:10_000], y[:10_000])
+        coef, intercept = model.coef_.copy(), model.intercept_
+        model.set_params(learning_rate="constant", eta0=1e-16)
+        model.partial_fit(X[10_000:20_000] * 3 + 5, y[10_000:20_000] * 2 - 1)
+        np.testing.assert_allclose(model.coef_, coef, rtol=1e-7)
+        np.testing.assert_allclose(model.intercept_, intercept, rtol=1e-7)
 
 
 def test_a_weighted_state_keeps_its_fractional_weight_count(synthetic):
