@@ -132,8 +132,9 @@ class DaskExecutor:
                     keep_test_rows,
                     pure=False,
                 )
-                # Only the summary is fetched: the model is updated in place by the next
-                # batch, already queued behind it, and fetched once at the end.
+                # Only the summary is fetched: the model goes to the next batch, already
+                # queued behind it (each step learns on a copy, so a step run again starts
+                # from the same model), and is fetched once at the end.
                 state["accumulator"] = client.submit(itemgetter(0), learnt, pure=False)
                 return [client.submit(itemgetter(1), learnt, pure=False)]
             summary = client.submit(

@@ -11,6 +11,7 @@ more class and an entry in :data:`STRATEGIES`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -263,9 +264,12 @@ class SgdStrategy:
             batch, columns, test_fraction, weight=self.weight, scale_rows=False, inputs=self.inputs
         )
         features = list(columns[:-1])
+        # A copy (a few numbers): a step Dask runs again from the same input must not find
+        # that input already moved by its first run.
+        model = copy.deepcopy(accumulator)
         holdout, kept = [], []
         for train, test_stats, test_rows in prefetched(_with_holdout(reader, keep_test_rows)):
-            accumulator.partial_fit_design(train, features)
+            model.partial_fit_design(train, features)
             holdout.append(test_stats)
             if test_rows is not None:
                 kept.append(test_rows)
@@ -274,7 +278,7 @@ class SgdStrategy:
             holdout=_merged(holdout, len(features)),
             **(_test_rows(kept, len(features)) if keep_test_rows else {}),
         )
-        return accumulator, summary
+        return model, summary
 
     def finish(
         self, accumulator: StandardizedSGDRegressor, features: Sequence[str]

@@ -182,6 +182,25 @@ def test_an_sgd_batch_summary_holds_its_holdout_and_no_rows_to_learn(synthetic_d
     assert model.coef_.shape == (len(plan.features),)
 
 
+def test_an_sgd_step_leaves_the_model_it_was_given_as_it_was(synthetic_dir):
+    # Dask may run a step again from the same input (a worker lost): it must learn the batch
+    # once, from the model as it was, not from one the first run already moved.
+    directory, _ = synthetic_dir
+    data = DataConfig(source=str(directory), batch_rows=2_000)
+    plan = validate_source(data)
+    columns = [*plan.features, plan.target]
+    strategy = strategy_for("sgd")
+    first, second = plan_batches(plan.files, {}, data.batch_rows)[:2]
+    given, _ = strategy.learn(
+        strategy.start(None, HyperParams(model="sgd")), first, columns, 0.2, False
+    )
+    before = given.get_state()
+    once, _ = strategy.learn(given, second, columns, 0.2, False)
+    again, _ = strategy.learn(given, second, columns, 0.2, False)
+    assert given.get_state() == before
+    assert once.get_state() == again.get_state() != before
+
+
 @pytest.mark.parametrize("weighted, fit_intercept", [(False, True), (True, True), (False, False)])
 def test_sgd_on_read_chunks_equals_partial_fit_on_their_rows(tmp_path, weighted, fit_intercept):
     # The fast path (statistics from the design's columns, rows standardised once) against
