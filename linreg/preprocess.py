@@ -389,7 +389,9 @@ def prepare_batch(
     non-finite value, and split the rest by row identity.
 
     Each chunk's valid rows go straight into train and held-out arrays sized from the split,
-    so the batch is in memory once.
+    so the batch is in memory once. Training does not use it (both models learn a chunk at a
+    time from :class:`BatchReader`); it is the batch as arrays, for tools and for the tests'
+    expected rows, with the same cleaning and split as training.
 
     Raises :class:`DataError` if the batch has rows but none of them is usable.
     """
