@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,7 +35,9 @@ def dask_client():
         yield client
 
 
-def _round(directory, out, store, model="ols", batch_rows=6_000, executor=None, **spec):
+def _round(
+    directory, out, store, model="ols", batch_rows=6_000, executor=None, on_batch=None, **spec
+):
     data = DataConfig(source=str(directory), batch_rows=batch_rows)
     plan = validate_source(data)
     return run_round(
@@ -42,6 +46,7 @@ def _round(directory, out, store, model="ols", batch_rows=6_000, executor=None, 
         executor=executor or SerialExecutor(),
         store=store,
         publisher=FilePublisher(str(out)),
+        on_batch=on_batch,
     )
 
 
@@ -87,6 +92,54 @@ def test_serial_and_dask_executors_give_the_same_state(synthetic_dir, tmp_path, 
         rtol=1e-12,
     )
     assert a.model_dump(exclude={"updated_at"}).keys() == b.model_dump().keys() - {"updated_at"}
+
+
+@pytest.mark.parametrize("model", ["ols", "sgd"])
+def test_a_round_whose_dask_workers_die_mid_round_learns_every_batch_once(
+    synthetic_dir, tmp_path, model
+):
+    # Both worker processes are killed after the third batch: their nannies start new ones,
+    # Dask runs the lost work again from what the client holds, and the model must be the
+    # one an undisturbed round learns (no batch lost, none learnt twice).
+    directory, _ = synthetic_dir
+    undisturbed = InMemoryStateStore()
+    _round(directory, tmp_path / "serial", undisturbed, model, batch_rows=500)
+    store, killed = InMemoryStateStore(), []
+    with (
+        LocalCluster(
+            # ":0": the module's in-process cluster holds the default HTTP port.
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+
+        def kill_the_workers(index: int, count: int, summary) -> None:
+            if index == 2 and not killed:
+                killed.extend(client.run(os.getpid).values())
+                for pid in killed:
+                    os.kill(pid, signal.SIGKILL)
+
+        _round(
+            directory,
+            tmp_path / "dask",
+            store,
+            model,
+            batch_rows=500,
+            executor=DaskExecutor(client),
+            on_batch=kill_the_workers,
+        )
+        client.wait_for_workers(2, timeout=30)
+        assert len(killed) == 2 and not set(client.run(os.getpid).values()) & set(killed)
+    expected, got = undisturbed.load(), store.load()
+    assert (got.cursor, got.rows_trained) == (expected.cursor, expected.rows_trained)
+    np.testing.assert_allclose(
+        json.loads((tmp_path / "dask" / "model.json").read_text())["coef"],
+        json.loads((tmp_path / "serial" / "model.json").read_text())["coef"],
+        rtol=1e-12,
+    )
 
 
 def test_every_state_field_advances_as_documented(synthetic_dir, tmp_path):
