@@ -407,7 +407,7 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         )
         sgd._average_coef, sgd._average_intercept = moved(sgd._average_coef, sgd._average_intercept)
         # scikit-learn's rule for which of the two coef_ shows.
-        averaging = self.average <= sgd.t_ - 1
+        averaging = sgd.average <= sgd.t_ - 1
         sgd.coef_ = sgd._average_coef if averaging else sgd._standard_coef
         sgd.intercept_ = sgd._average_intercept if averaging else sgd._standard_intercept
 
@@ -448,6 +448,7 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
                 standard_intercept=float(sgd._standard_intercept[0]),
                 average_coef=np.ravel(sgd._average_coef).tolist(),
                 average_intercept=float(sgd._average_intercept[0]),
+                average_from=int(sgd.average),
             )
         return state
 
@@ -467,10 +468,15 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
             sgd._standard_intercept = np.array([state["sgd"]["standard_intercept"]])
             sgd._average_coef = np.asarray(state["sgd"]["average_coef"], dtype=np.float64)
             sgd._average_intercept = np.array([state["sgd"]["average_intercept"]])
+            sgd.average = int(state["sgd"].get("average_from", sgd.average))
         elif model.average:
+            # A state learnt without averaging: the mean starts now. From the configured row
+            # instead, scikit-learn would count the saved weights as the mean of every step
+            # since then, and the model would hardly move again.
             sgd._standard_coef, sgd._standard_intercept = sgd.coef_, sgd.intercept_
             sgd._average_coef = sgd.coef_.copy()
             sgd._average_intercept = sgd.intercept_.copy()
+            sgd.average = max(sgd.average, int(sgd.t_))
         model.sgd_ = sgd
         model.n_samples_seen_ = int(state["n_samples_seen"])
         model.n_features_in_ = len(coef)

@@ -88,6 +88,26 @@ def test_moving_running_statistics_do_not_move_the_model(synthetic):
         np.testing.assert_allclose(model.intercept_, intercept, rtol=1e-7)
 
 
+def test_averaging_a_state_learnt_without_it_starts_its_mean_at_the_resume(synthetic):
+    # Learnt plain on one true model, resumed averaged on rows of another: the mean must be
+    # of the steps since the resume (close to the new model), not count the saved weights as
+    # the mean of every step before.
+    truth, X, y = synthetic
+    other = X @ (np.asarray(truth.coef) * 0.5) + 1.0
+    plain = StandardizedSGDRegressor(average=0)
+    for start in range(0, 60_000, 10_000):
+        plain.partial_fit(X[start : start + 10_000], y[start : start + 10_000])
+    state = json.loads(json.dumps(plain.get_state()))
+    resumed = StandardizedSGDRegressor.from_state(state, average=10_000)
+    for start in range(60_000, 160_000, 10_000):
+        resumed.partial_fit(X[start : start + 10_000], other[start : start + 10_000])
+    error = np.max(np.abs(resumed.coef_ - np.asarray(truth.coef) * 0.5) * truth.scales)
+    shift = np.max(np.abs(np.asarray(truth.coef) * 0.5) * truth.scales)
+    assert error < 0.05 * shift, (error, shift)
+    again = StandardizedSGDRegressor.from_state(resumed.get_state(), average=10_000)
+    assert again.sgd_.average == resumed.sgd_.average > 10_000  # the mean's start is kept
+
+
 def test_a_weighted_state_keeps_its_fractional_weight_count(synthetic):
     # The scalers count weight, not rows: a saved count of 1234.5 must not come back as 1234.
     _, X, y = synthetic
