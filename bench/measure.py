@@ -153,23 +153,40 @@ class _Launcher:
     def start(cls, request: dict[str, Any]) -> tuple[subprocess.Popen, int]:
         """Spawn ``request``'s command; the launcher and the command's PID."""
         cls._lock.acquire()
-        launcher = cls._running()
-        launcher.stdin.write(json.dumps(request) + "\n")
-        launcher.stdin.flush()
-        answer = json.loads(launcher.stdout.readline())
-        if "error" in answer:
-            cls._lock.release()
-            raise OSError(answer["error"])
+        try:
+            launcher = cls._running()
+            try:
+                launcher.stdin.write(json.dumps(request) + "\n")
+                launcher.stdin.flush()
+            except BrokenPipeError:
+                raise OSError(_exited(launcher)) from None
+            answer = _answer(launcher)
+            if "error" in answer:
+                raise OSError(answer["error"])
+        except BaseException:
+            cls._lock.release()  # a launcher that died must not block every later start
+            raise
         return launcher, answer["pid"]
 
     @classmethod
     def wait(cls, launcher: subprocess.Popen) -> tuple[int, int]:
         """The exit status and ``ru_maxrss`` (KiB) of the command :meth:`start` spawned."""
         try:
-            answer = json.loads(launcher.stdout.readline())
+            answer = _answer(launcher)
             return answer["status"], answer["maxrss_kib"]
         finally:
             cls._lock.release()
+
+
+def _answer(launcher: subprocess.Popen) -> dict[str, Any]:
+    line = launcher.stdout.readline()
+    if not line:
+        raise OSError(_exited(launcher))
+    return json.loads(line)
+
+
+def _exited(launcher: subprocess.Popen) -> str:
+    return f"the bench's launcher process exited (status {launcher.poll()})"
 
 
 def run_measured(

@@ -30,3 +30,30 @@ def test_exit_status_and_timeout() -> None:
     killed = run_measured(["sleep", "30"], dict(os.environ), ".", timeout=0.5)
     assert killed.returncode == -9
     assert killed.wall_seconds < 20
+
+
+def test_a_launcher_that_dies_mid_request_fails_that_run_only(monkeypatch) -> None:
+    import subprocess
+
+    from bench import measure
+
+    def dead_launcher() -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "pass"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        process.wait()
+        return process
+
+    with monkeypatch.context() as patched:
+        patched.setattr(measure._Launcher, "_running", staticmethod(dead_launcher))
+        try:
+            run_measured(["true"], dict(os.environ), ".", timeout=60)
+        except OSError as error:
+            assert "launcher" in str(error)
+        else:
+            raise AssertionError("a dead launcher went unnoticed")
+    # The lock was released (checked with a timeout, not by hanging), and the next run gets
+    # a live launcher and completes.
+    assert measure._Launcher._lock.acquire(timeout=5)
+    measure._Launcher._lock.release()
+    assert run_measured(["sh", "-c", "exit 4"], dict(os.environ), ".", timeout=60).returncode == 4
