@@ -16,7 +16,7 @@ from sklearn.linear_model import SGDRegressor
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from linreg.config import AVERAGE_FROM
+from linreg.defaults import AVERAGE_FROM
 from linreg.stats import LeastSquaresStats, solve_least_squares
 
 if TYPE_CHECKING:

@@ -202,3 +202,47 @@ def test_makefile_has_serve_and_bench_serve_targets_documented() -> None:
     makefile = (PROJECT / "Makefile").read_text()
     for target in ("serve", "bench-serve"):
         assert re.search(rf"^## .+\n{re.escape(target)}:", makefile, re.MULTILINE), target
+
+
+NOT_IN_THE_SERVING_IMAGE = ("pydantic", "prefect", "prefect_dask", "dask", "distributed", "pandas")
+
+LOAD_WITHOUT_THEM = f"""
+import sys
+for name in {NOT_IN_THE_SERVING_IMAGE!r}:
+    sys.modules[name] = None  # import fails, as in the image
+import joblib, numpy as np
+import serving.app
+for path in sys.argv[1:]:
+    model = joblib.load(path)
+    print(type(model).__name__, float(model.predict(np.ones((1, 3)))[0]))
+"""
+
+
+def test_the_service_and_both_models_load_without_what_the_image_leaves_out(tmp_path) -> None:
+    # The image installs serving/requirements.txt only: a module that unpickling a model or
+    # starting the app imports must not need pydantic, Prefect, Dask or pandas.
+    import joblib
+    import numpy as np
+
+    from linreg.estimators import IncrementalLinearRegression, StandardizedSGDRegressor
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = x @ [1.0, 2.0, 3.0] + 0.5
+    paths = []
+    for model in (IncrementalLinearRegression(), StandardizedSGDRegressor()):
+        paths.append(tmp_path / f"{type(model).__name__}.pkl")
+        joblib.dump(model.fit(x, y), paths[-1])
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_THEM, *map(str, paths)],
+        check=False,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert [line.split()[0] for line in loaded.stdout.splitlines()] == [
+        "IncrementalLinearRegression",
+        "StandardizedSGDRegressor",
+    ]
