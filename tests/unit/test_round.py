@@ -220,33 +220,30 @@ def test_the_round_holds_the_lock_from_load_to_save(synthetic_dir, tmp_path):
     assert events == ["lock block", "load", "save", "unlock"]
 
 
+def _sgd_batches(directory, batch_rows):
+    """The plan's columns, the sgd strategy, a fresh model and the batches of ``directory``."""
+    plan = validate_source(DataConfig(source=str(directory), batch_rows=batch_rows))
+    strategy = strategy_for("sgd")
+    start = strategy.start(None, HyperParams(model="sgd"))
+    return [*plan.features, plan.target], strategy, start, plan_batches(plan.files, {}, batch_rows)
+
+
 def test_an_sgd_batch_summary_holds_its_holdout_and_no_rows_to_learn(synthetic_dir):
     directory, _ = synthetic_dir
-    data = DataConfig(source=str(directory), batch_rows=6_000)
-    plan = validate_source(data)
-    columns = [*plan.features, plan.target]
-    strategy = strategy_for("sgd")
-    batch = plan_batches(plan.files, {}, data.batch_rows)[0]
-    start = strategy.start(None, HyperParams(model="sgd"))
-    model, summary = strategy.learn(start, batch, columns, data.test_fraction, True)
+    columns, strategy, start, batches = _sgd_batches(directory, 6_000)
+    model, summary = strategy.learn(start, batches[0], columns, 0.2, True)
     assert summary.train is None
     assert summary.holdout.n == summary.report.rows_test == len(summary.y_test) > 0
     assert model.n_samples_seen_ == summary.report.rows_train
-    assert model.coef_.shape == (len(plan.features),)
+    assert model.coef_.shape == (len(columns) - 1,)
 
 
 def test_an_sgd_step_leaves_the_model_it_was_given_as_it_was(synthetic_dir):
     # Dask may run a step again from the same input (a worker lost): it must learn the batch
     # once, from the model as it was, not from one the first run already moved.
     directory, _ = synthetic_dir
-    data = DataConfig(source=str(directory), batch_rows=2_000)
-    plan = validate_source(data)
-    columns = [*plan.features, plan.target]
-    strategy = strategy_for("sgd")
-    first, second = plan_batches(plan.files, {}, data.batch_rows)[:2]
-    given, _ = strategy.learn(
-        strategy.start(None, HyperParams(model="sgd")), first, columns, 0.2, False
-    )
+    columns, strategy, start, (first, second, *_) = _sgd_batches(directory, 2_000)
+    given, _ = strategy.learn(start, first, columns, 0.2, False)
     before = given.get_state()
     once, _ = strategy.learn(given, second, columns, 0.2, False)
     again, _ = strategy.learn(given, second, columns, 0.2, False)
