@@ -149,6 +149,25 @@ class _Frame(NamedTuple):
     y_mean: float
     y_scale: float
 
+    def to_raw(
+        self, weights: np.ndarray, intercept: float, centred: bool
+    ) -> tuple[np.ndarray, float]:
+        """The raw-unit coefficients and intercept of standardised weights (intercept 0.0
+        without centring)."""
+        coef = np.ravel(weights) * self.y_scale / self.x_scale
+        if not centred:
+            return coef, 0.0
+        return coef, float(self.y_mean + self.y_scale * intercept - coef @ self.x_mean)
+
+    def from_raw(
+        self, coef: np.ndarray, intercept: float, centred: bool
+    ) -> tuple[np.ndarray, float]:
+        """The standardised weights and intercept of a raw-unit model: :meth:`to_raw` undone."""
+        weights = coef * self.x_scale / self.y_scale
+        if not centred:
+            return weights, 0.0
+        return weights, (intercept - self.y_mean + coef @ self.x_mean) / self.y_scale
+
 
 class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
     """``SGDRegressor.partial_fit`` on features and target standardised with running statistics.
@@ -390,13 +409,8 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         sgd = self.sgd_
 
         def moved(weights: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            weights = np.ravel(weights)
-            if not self.fit_intercept:
-                return weights * old.y_scale / new.y_scale * new.x_scale / old.x_scale, intercept
-            coef = weights * old.y_scale / old.x_scale
-            raw_intercept = old.y_mean + old.y_scale * intercept[0] - coef @ old.x_mean
-            new_weights = coef * new.x_scale / new.y_scale
-            new_intercept = (raw_intercept - new.y_mean + coef @ new.x_mean) / new.y_scale
+            raw = old.to_raw(weights, intercept[0], self.fit_intercept)
+            new_weights, new_intercept = new.from_raw(*raw, self.fit_intercept)
             return new_weights, np.array([new_intercept])
 
         if not self.average:
@@ -412,14 +426,9 @@ class StandardizedSGDRegressor(RegressorMixin, BaseEstimator):
         sgd.intercept_ = sgd._average_intercept if averaging else sgd._standard_intercept
 
     def _update_raw_coefficients(self) -> None:
-        x_mean, x_scale = self.x_scaler_.mean_, self.x_scaler_.scale_
-        y_mean, y_scale = self.y_scaler_.mean_[0], self.y_scaler_.scale_[0]
-        weights = np.ravel(self.sgd_.coef_)
-        self.coef_ = weights * y_scale / x_scale
-        if not self.fit_intercept:
-            self.intercept_ = 0.0
-            return
-        self.intercept_ = float(y_mean + y_scale * self.sgd_.intercept_[0] - self.coef_ @ x_mean)
+        self.coef_, self.intercept_ = self._frame().to_raw(
+            self.sgd_.coef_, self.sgd_.intercept_[0], self.fit_intercept
+        )
 
     def predict(self, X) -> np.ndarray:
         """Predictions of shape (n_samples,), in the target's raw units."""
