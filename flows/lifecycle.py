@@ -19,12 +19,12 @@ from linreg.model_files import ModelDirectory
 from linreg.training import RoundSpec, SkipResult, skip_round
 from tasks import RuntimeConfig, TaskStateStore, validate
 from tasks.publish import change_live_version, current_run_id, history_artifact
-from tasks.runtime import training_lock
+from tasks.runtime import UNPERSISTED_RESULTS, training_lock
 
 DEFAULTS = Settings()
 
 
-@flow(name="rollback", flow_run_name="rollback-{to}")
+@flow(name="rollback", flow_run_name="rollback-{to}", **UNPERSISTED_RESULTS)
 def rollback(
     out_dir: str = DEFAULTS.out_dir,
     to: int | None = Field(
@@ -38,7 +38,7 @@ def rollback(
     return change_live_version("rollback", out_dir, to, storage_options or {})
 
 
-@flow(name="promote", flow_run_name="promote-{to}")
+@flow(name="promote", flow_run_name="promote-{to}", **UNPERSISTED_RESULTS)
 def promote(
     out_dir: str = DEFAULTS.out_dir,
     to: int | None = Field(None, ge=1, description="Version to make live; default: the newest."),
@@ -50,7 +50,7 @@ def promote(
     return change_live_version("promote", out_dir, to, storage_options or {})
 
 
-@flow(name="skip-batch", flow_run_name="skip-{state_block}")
+@flow(name="skip-batch", flow_run_name="skip-{state_block}", **UNPERSISTED_RESULTS)
 def skip_batch(
     data: DataConfig,
     hyperparams: HyperParams = HyperParams(),  # noqa: B008 - an immutable pydantic default

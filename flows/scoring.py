@@ -14,13 +14,18 @@ from pydantic import Field
 
 from linreg.config import DataConfig, Settings
 from linreg.scoring import ScoringSummary
-from tasks.runtime import RuntimeConfig, dask_task_runner
+from tasks.runtime import UNPERSISTED_RESULTS, RuntimeConfig, dask_task_runner
 from tasks.score import load_model, plan, score_batches
 
 DEFAULTS = Settings()
 
 
-@flow(name="score", task_runner=dask_task_runner(), flow_run_name="score-{predictions}")
+@flow(
+    name="score",
+    task_runner=dask_task_runner(),
+    flow_run_name="score-{predictions}",
+    **UNPERSISTED_RESULTS,
+)
 def score(
     data: DataConfig,
     predictions: str,

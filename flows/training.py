@@ -23,7 +23,7 @@ from linreg.training import RoundResult, RoundSpec, run_round
 from linreg.validation import SourcePlan
 from tasks import ArtifactPublisher, RuntimeConfig, TaskExecutor, TaskStateStore, validate
 from tasks.publish import artifact_key, current_run_id
-from tasks.runtime import dask_task_runner, training_lock
+from tasks.runtime import UNPERSISTED_RESULTS, dask_task_runner, training_lock
 
 DEFAULTS = Settings()
 
@@ -63,6 +63,7 @@ def _round(
     name="train-step",
     task_runner=dask_task_runner(),
     flow_run_name="step-{hyperparams.model}-{state_block}",
+    **UNPERSISTED_RESULTS,
 )
 def train_step(
     data: DataConfig,
@@ -97,6 +98,7 @@ def train_step(
     name="train-all",
     task_runner=dask_task_runner(),
     flow_run_name="all-{hyperparams.model}-{state_block}",
+    **UNPERSISTED_RESULTS,
 )
 def train_all(
     data: DataConfig,

@@ -298,3 +298,29 @@ def test_bad_input_fails_the_run_and_changes_nothing(
         state.result()
     assert _snapshot(out, state_block) == before
     refused("flow", kind)
+
+
+def test_a_step_never_asks_the_server_for_its_default_result_storage(
+    synthetic_dir, tmp_path, state_block, monkeypatch
+):
+    """Flow results are not persisted; the flows say so, which spares each run the server
+    reads that look for a default result storage (three per train-step)."""
+    import prefect.results
+
+    reads = []
+    original = prefect.results._read_server_default_result_storage_block_id
+
+    def counted():
+        reads.append(1)
+        return original()
+
+    monkeypatch.setattr(prefect.results, "_read_server_default_result_storage_block_id", counted)
+    directory, _ = synthetic_dir
+    result = train_step(
+        data=DataConfig(source=str(directory), batch_rows=1_500),
+        hyperparams=HyperParams(model="ols"),
+        out_dir=str(tmp_path / "out"),
+        state_block=state_block,
+    )
+    assert result.trained
+    assert reads == []
