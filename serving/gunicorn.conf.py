@@ -24,7 +24,10 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # but it ships as source only and the images install binary wheels only; 8 threads per
 # worker 0.97-1.02x, 2 threads 0.83-0.99x; serving kept-alive requests on the poller thread
 # (no pool handoff) 1.00-1.07x at 0.91-0.95x the CPU, not taken: a slow reader or a model
-# reload from an object store would then stall every connection of the worker.
+# reload from an object store would then stall every connection of the worker. gevent
+# workers (2026-12-04, same bench, 3 rounds, right after gthread's): 1.15x the throughput at 1 row,
+# 1.04x at 100, 0.84-0.94x the CPU per request, but p99 130-207 ms against 11-16 ms: a
+# greenlet keeps serving its keep-alive connection while the others wait.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 # Each worker listens on its own SO_REUSEPORT socket, and the kernel spreads new connections
