@@ -92,21 +92,6 @@ def publish(
         key=artifact_key(state_block, "metrics"),
         description=f"Held-out metrics per model version of state block '{state_block}'.",
     )
-    quality = metadata["data"]["quality"]["rows_dropped_by_column"]
-    excluded = metadata["data"]["excluded_columns"]
-    if quality or excluded:
-        create_table_artifact(
-            table=[
-                {"column": name, "rows dropped (missing or non-finite)": count, "excluded": ""}
-                for name, count in quality.items()
-            ]
-            + [
-                {"column": name, "rows dropped (missing or non-finite)": 0, "excluded": why}
-                for name, why in excluded.items()
-            ],
-            key=artifact_key(state_block, "data-quality"),
-            description=f"Rows dropped and columns left out in version {metadata['version']}.",
-        )
     create_markdown_artifact(
         markdown=_summary_markdown(metadata, trained, files.out_dir),
         key=artifact_key(state_block, "model"),
@@ -138,7 +123,7 @@ def _summary_markdown(metadata: dict[str, Any], trained: TrainedRound, out_dir: 
     metrics = metadata["metrics"]
     report = trained.report
     rows = "\n".join(
-        f"| `{name}` | {coef:.10g} |"
+        f"| `{_cell(name)}` | {coef:.10g} |"
         for name, coef in zip(metadata["features"], metadata["coef"], strict=True)
     )
     return f"""# Model version {metadata["version"]} ({metadata["model"]})
@@ -160,7 +145,27 @@ held out.
 |---|---|
 {rows}
 | (intercept) | {metadata["intercept"]:.10g} |
-"""
+{_data_quality_markdown(metadata)}"""
+
+
+def _data_quality_markdown(metadata: dict[str, Any]) -> str:
+    """Rows dropped per column and columns left out, in the model's card: one artifact per
+    version instead of two (each artifact is a server write, 20-40 ms of a step)."""
+    quality = metadata["data"]["quality"]["rows_dropped_by_column"]
+    excluded = metadata["data"]["excluded_columns"]
+    if not quality and not excluded:
+        return ""
+    rows = [f"| {_cell(name)} | {count:,} | |" for name, count in quality.items()]
+    rows += [f"| {_cell(name)} | 0 | {_cell(why)} |" for name, why in excluded.items()]
+    return (
+        "\n## Data quality\n\n| column | rows dropped (missing or non-finite) | excluded |\n"
+        "|---|---:|---|\n" + "\n".join(rows) + "\n"
+    )
+
+
+def _cell(text: str) -> str:
+    """Text in a markdown table cell: a column name from a spreadsheet may hold '|'."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def current_run_id() -> str | None:

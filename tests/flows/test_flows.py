@@ -324,3 +324,25 @@ def test_a_step_never_asks_the_server_for_its_default_result_storage(
     )
     assert result.trained
     assert reads == []
+
+
+def test_the_model_card_reports_rows_dropped_and_columns_left_out(tmp_path, state_block):
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a|b": rng.normal(size=300), "c": rng.normal(size=300)})
+    frame["y"] = 2 * frame["a|b"] - frame["c"] + 0.01 * rng.normal(size=300)
+    frame.loc[[5, 17, 40], "c"] = np.nan
+    frame["note"] = "text"
+    source = write_csv(tmp_path / "data" / "part.csv", frame)
+    result = train_step(
+        data=DataConfig(source=str(source.parent), target="y", batch_rows=300),
+        hyperparams=HyperParams(model="ols"),
+        out_dir=str(tmp_path / "out"),
+        state_block=state_block,
+    )
+    assert result.trained
+    card = Artifact.get(artifact_key(state_block, "model")).data
+    assert "## Data quality" in card
+    assert "| c | 3 | |" in card
+    assert "| `a\\|b` | " in card  # a '|' in a name does not split the table's cell
+    assert "| note | 0 | " in card
+    assert Artifact.get(artifact_key(state_block, "data-quality")) is None
