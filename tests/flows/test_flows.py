@@ -4,6 +4,7 @@ in-process for rounds too small to be worth one."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -346,3 +347,40 @@ def test_the_model_card_reports_rows_dropped_and_columns_left_out(tmp_path, stat
     assert "| `a\\|b` | " in card  # a '|' in a name does not split the table's cell
     assert "| note | 0 | " in card
     assert Artifact.get(artifact_key(state_block, "data-quality")) is None
+
+
+def test_a_step_sends_flow_heartbeats_and_ends_them_without_waiting(
+    synthetic_dir, tmp_path, state_block
+):
+    """Heartbeats are what a zombie-detection automation watches; Prefect's sync engine
+    joined their thread (which sleeps in 1-s steps) at the end of every run."""
+    import prefect.flow_engine
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    from linreg.lifecycle import read_history
+    from linreg.model_files import ModelDirectory
+
+    assert prefect.flow_engine._send_heartbeats.keywords == {"join_on_exit": False}
+    directory, _ = synthetic_dir
+    out = tmp_path / "out"
+    result = train_step(
+        data=DataConfig(source=str(directory), batch_rows=1_500),
+        hyperparams=HyperParams(model="ols"),
+        out_dir=str(out),
+        state_block=state_block,
+    )
+    assert result.trained
+    run_id = read_history(ModelDirectory(str(out)))[-1]["flow_run_id"]
+    heartbeats = EventFilter(
+        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+        resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
+    )
+    events = []
+    with get_client(sync_client=True) as client:
+        for _ in range(60):  # the server persists events in batches
+            events = client.read_events(heartbeats, limit=50).events
+            if events:
+                break
+            time.sleep(0.5)
+    assert events, f"no heartbeat event for flow run {run_id}"
