@@ -124,6 +124,7 @@ worker: install
 ## Deploy both flows from prefect.yaml (non-interactive; cron from LINREG_STEP_CRON)
 deploy: install sample-data
 	$(DEPLOY_ENV) $(VENV)/bin/prefect --no-prompt deploy --all
+	$(DEPLOY_ENV) $(PY) -m tasks.crash_detection
 
 ## Trigger one train-step run on its deployment and wait for it (exit 1 if it fails)
 trigger: install

@@ -896,7 +896,27 @@ def _local_server(mode: str) -> int:
         f"{'started' if started else 'already running'}: the local Prefect server at {ui} "
         f"(SQLite in {home}); later calls use it; `python main.py --mode server-stop` stops it"
     )
+    if started:
+        _ensure_crash_detection(api_url)
     return 0
+
+
+def _ensure_crash_detection(api_url: str) -> None:
+    """The automation that marks runs Crashed when their heartbeats stop, on a new server.
+    Without it the server still works: a warning, not a failure."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.crash_detection import ensure_crash_detection
+
+    try:
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            ensure_crash_detection()
+    except Exception as error:  # noqa: BLE001 - any failure here is only a lost safety net
+        print(
+            f"warning: runs of a killed call will not be marked Crashed: creating the "
+            f"automation failed ({_one_line(error)})",
+            file=sys.stderr,
+        )
 
 
 def _sample_data(sample_dir: str, write_dataset) -> str:

@@ -298,3 +298,44 @@ def test_a_prefect_server_restart_between_runs(tmp_path, figures):
             stop(server)
     figures.append(f"server restart between runs: versions {versions}, cursor continued")
     assert versions == [1, 2]
+
+
+def test_a_killed_call_is_marked_crashed_by_the_heartbeat_automation(prefect_stack, tmp_path):
+    """A SIGKILLed CLI call cannot report its end; its heartbeats stop, and the automation of
+    deployments/crash-detection.yaml (its wait shortened to 40 s) marks the run Crashed."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from tasks.crash_detection import crash_detection
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}):
+        with get_client(sync_client=True) as client:
+            automation_id = client.create_automation(crash_detection(within_seconds=40))
+    block, out = f"zombie-{uuid.uuid4().hex[:6]}", tmp_path / "out"
+    # A real-time train-all: it publishes a batch, then sleeps before the next one.
+    process = _cli(
+        prefect_stack,
+        ["--mode", "all", "--data", str(prefect_stack.data_dir), "--batch-rows", "1000"]
+        + ["--delay", "600", "--out", str(out), "--state-block", block],
+        {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"},
+    )
+    try:
+        wait_until(lambda: (out / "model.json").exists(), 120, "the first published version")
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+        runs = FlowRunFilter(name=FlowRunFilterName(any_=[f"all-sgd-{block}"]))
+        with temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}):
+            with get_client(sync_client=True) as client:
+                (run,) = client.read_flow_runs(flow_run_filter=runs)
+                assert run.state.is_running()  # nobody told the server the call died
+                deadline = time.monotonic() + 180
+                while not run.state.is_crashed() and time.monotonic() < deadline:
+                    time.sleep(2)
+                    run = client.read_flow_run(run.id)
+                assert run.state.is_crashed(), run.state
+                assert "heartbeat" in (run.state.message or "")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        with temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}):
+            with get_client(sync_client=True) as client:
+                client.delete_automation(automation_id)
