@@ -896,14 +896,13 @@ def _local_server(mode: str) -> int:
         f"{'started' if started else 'already running'}: the local Prefect server at {ui} "
         f"(SQLite in {home}); later calls use it; `python main.py --mode server-stop` stops it"
     )
-    if started:
-        _ensure_crash_detection(api_url)
+    _ensure_crash_detection(api_url)  # also on a server started before it existed
     return 0
 
 
 def _ensure_crash_detection(api_url: str) -> None:
-    """The automation that marks runs Crashed when their heartbeats stop, on a new server.
-    Without it the server still works: a warning, not a failure."""
+    """The automation that marks runs Crashed when their heartbeats stop, unless the server
+    has it. Without it the server still works: a warning, not a failure."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tasks.crash_detection import ensure_crash_detection

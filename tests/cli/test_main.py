@@ -17,7 +17,9 @@ import psutil
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import BlockDocumentCreate
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from tasks.crash_detection import crash_detection
 from tasks.state import TrainingStateBlock
 from tests.conftest import write_csv
 from tests.integration.processes import free_port
@@ -80,6 +82,10 @@ def test_a_local_server_is_started_once_reused_by_later_calls_and_stopped(synthe
     try:
         assert "started: the local Prefect server at http://127.0.0.1:" in started.stdout
         assert "already running" in run_cli("--mode", "server-start", env=env).stdout
+        # Both starts ensured the crash-detection automation; there is one.
+        with temporary_settings({PREFECT_API_URL: record["api_url"]}):
+            with get_client(sync_client=True) as client:
+                assert len(client.read_automations_by_name(crash_detection().name)) == 1
         for version in (1, 2):
             result = run_cli(
                 "--mode", "single", "--data", str(directory), "--batch-rows", "1000",
