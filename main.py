@@ -723,16 +723,22 @@ def _stopped(call_server: CallServer | None, code: int) -> int:
 def _train(args, common: dict, call_server: CallServer | None, quiet: bool, bar: bool) -> int:
     """Run the mode's flow (once this call's own server answers); print its result; the
     exit code."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     from linreg.errors import DataError, ModelFileError, StateError
 
     out_dir, state_block = common["out_dir"], common["state_block"]
     try:
         if call_server:
             call_server.wait_ready()
-        # Flow heartbeats stay on (Prefect's default), as for deployment runs: a killed call's
-        # run is then found by a zombie-detection automation; ending them costs nothing
-        # (tasks.runtime.end_heartbeats_without_waiting).
-        with _progress(bar):
+        # Prefect's own flow heartbeats off: its sync engine joins their thread at the end of
+        # every run, and the thread sleeps in 1-s steps (~0.5 s a call). The flows send the
+        # same events themselves then (tasks.runtime.heartbeats_unless_prefect_sends_them), so
+        # the crash-detection automation still finds a killed call's run.
+        with (
+            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+            _progress(bar),
+        ):
             result = run_training_flow(args, common)
     except (DataError, StateError, ModelFileError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)

@@ -23,7 +23,12 @@ from linreg.training import RoundResult, RoundSpec, run_round
 from linreg.validation import SourcePlan
 from tasks import ArtifactPublisher, RuntimeConfig, TaskExecutor, TaskStateStore, validate
 from tasks.publish import artifact_key, current_run_id
-from tasks.runtime import UNPERSISTED_RESULTS, dask_task_runner, training_lock
+from tasks.runtime import (
+    UNPERSISTED_RESULTS,
+    dask_task_runner,
+    heartbeats_unless_prefect_sends_them,
+    training_lock,
+)
 
 DEFAULTS = Settings()
 
@@ -84,14 +89,15 @@ def train_step(
     lifecycle: LifecycleConfig = LifecycleConfig(),  # noqa: B008 - an immutable pydantic default
 ) -> RoundResult:
     """Train the model on the next batch of data and publish the new version."""
-    plan = validate(data, runtime)
-    spec = RoundSpec(
-        hyperparams, data.batch_rows, data.test_fraction, max_batches, reset, max_seconds
-    )
-    result = _round(plan, spec, runtime, out_dir, state_block, lifecycle)
-    if not result.trained:
-        get_run_logger().info("nothing new to train: version %d stays current", result.version)
-    return result
+    with heartbeats_unless_prefect_sends_them():
+        plan = validate(data, runtime)
+        spec = RoundSpec(
+            hyperparams, data.batch_rows, data.test_fraction, max_batches, reset, max_seconds
+        )
+        result = _round(plan, spec, runtime, out_dir, state_block, lifecycle)
+        if not result.trained:
+            get_run_logger().info("nothing new to train: version %d stays current", result.version)
+        return result
 
 
 @flow(
@@ -116,51 +122,52 @@ def train_all(
     With no delay the batches form one round, prepared in parallel on Dask; with a delay each
     batch is its own round, published before the pause, as if data arrived in real time.
     """
-    plan = validate(data, runtime)
-    total = n_iter or -(-plan.n_rows // data.batch_rows)
-    progress_id = create_progress_artifact(
-        progress=0.0,
-        key=artifact_key(state_block, "training-progress"),
-        description=f"Batches trained by this train-all run of '{state_block}'.",
-    )
-    done, rounds, last = 0, 0, None
-    while n_iter is None or done < n_iter:
-        budget = 1 if delay > 0 else n_iter
-        if n_iter is not None:
-            budget = min(budget or n_iter, n_iter - done)
-        spec = RoundSpec(
-            hyperparams, data.batch_rows, data.test_fraction, budget, reset and not rounds
+    with heartbeats_unless_prefect_sends_them():
+        plan = validate(data, runtime)
+        total = n_iter or -(-plan.n_rows // data.batch_rows)
+        progress_id = create_progress_artifact(
+            progress=0.0,
+            key=artifact_key(state_block, "training-progress"),
+            description=f"Batches trained by this train-all run of '{state_block}'.",
         )
-        start = done
-
-        def on_batch(index: int, count: int, summary, start: int = start) -> None:  # noqa: ARG001
-            update_progress_artifact(
-                progress_id, progress=100.0 * (start + index + 1) / max(total, start + count)
+        done, rounds, last = 0, 0, None
+        while n_iter is None or done < n_iter:
+            budget = 1 if delay > 0 else n_iter
+            if n_iter is not None:
+                budget = min(budget or n_iter, n_iter - done)
+            spec = RoundSpec(
+                hyperparams, data.batch_rows, data.test_fraction, budget, reset and not rounds
             )
+            start = done
 
-        result = _round(plan, spec, runtime, out_dir, state_block, lifecycle, on_batch)
-        if not result.trained:
-            last = last or result
-            break
-        done += result.batches
-        rounds += 1
-        last = result
-        if delay == 0:
-            break
-        if n_iter is None or done < n_iter:
-            time.sleep(delay)
-    if rounds:
-        update_progress_artifact(progress_id, progress=100.0)
-    else:
-        get_run_logger().info(
-            "nothing new to train in %s: version %d stays current", data.source, last.version
+            def on_batch(index: int, count: int, summary, start: int = start) -> None:  # noqa: ARG001
+                update_progress_artifact(
+                    progress_id, progress=100.0 * (start + index + 1) / max(total, start + count)
+                )
+
+            result = _round(plan, spec, runtime, out_dir, state_block, lifecycle, on_batch)
+            if not result.trained:
+                last = last or result
+                break
+            done += result.batches
+            rounds += 1
+            last = result
+            if delay == 0:
+                break
+            if n_iter is None or done < n_iter:
+                time.sleep(delay)
+        if rounds:
+            update_progress_artifact(progress_id, progress=100.0)
+        else:
+            get_run_logger().info(
+                "nothing new to train in %s: version %d stays current", data.source, last.version
+            )
+        return RoundResult(
+            trained=rounds > 0,
+            version=last.version,
+            batches=done,
+            rows_trained=last.rows_trained,
+            metrics=last.metrics,
+            sha256=last.sha256,
+            rounds=rounds,
         )
-    return RoundResult(
-        trained=rounds > 0,
-        version=last.version,
-        batches=done,
-        rows_trained=last.rows_trained,
-        metrics=last.metrics,
-        sha256=last.sha256,
-        rounds=rounds,
-    )

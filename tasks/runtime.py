@@ -3,12 +3,13 @@ run's RuntimeConfig), the training lock, and the retry policy of I/O tasks."""
 
 from __future__ import annotations
 
+import contextvars
 import fcntl
-import functools
 import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,12 +18,13 @@ from typing import Literal
 
 import dask
 import distributed
-import prefect.flow_engine
+import prefect
 from distributed import Client
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
+from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import get_current_settings
 from prefect_dask import DaskTaskRunner
@@ -93,21 +95,42 @@ LOCAL_CLUSTER = {
 }
 
 
-def end_heartbeats_without_waiting() -> None:
-    """Keep flow heartbeats (what zombie detection watches) without their ~0.5 s per run.
-
-    Prefect's sync flow engine joins its heartbeat thread when a run ends, and the thread
-    sleeps in 1-s steps between checks of its stop event, so every run waited half a second
-    on average. Its async engine does not join (``join_on_exit=False``), nor, with this, does
-    the sync one: the daemon thread sees the stop event within a second and ends by itself,
-    and it emits nothing once the run's state is final.
-    """
-    send = prefect.flow_engine._send_heartbeats
-    if not isinstance(send, functools.partial):
-        prefect.flow_engine._send_heartbeats = functools.partial(send, join_on_exit=False)
+HEARTBEAT_SECONDS = 180  # Prefect's default PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 
 
-end_heartbeats_without_waiting()  # every flow run in a process that imports the flows
+@contextmanager
+def heartbeats_unless_prefect_sends_them() -> Iterator[None]:
+    """The flow run's heartbeat events (what a zombie-detection automation watches) when
+    Prefect sends none: CLI calls switch Prefect's own off, because its sync engine joins its
+    heartbeat thread at the end of every run and that thread sleeps in 1-s steps (~0.5 s a
+    run). The same event, ``prefect.flow-run.heartbeat`` on the run, at Prefect's default
+    interval, from a thread that ends the moment the flow's body does."""
+    run = FlowRunContext.get()
+    if run is None or run.flow_run is None or get_current_settings().flows.heartbeat_frequency:
+        yield
+        return
+    resource = {
+        "prefect.resource.id": f"prefect.flow-run.{run.flow_run.id}",
+        "prefect.resource.name": run.flow_run.name or "",
+        "prefect.version": prefect.__version__,
+    }
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            emit_event("prefect.flow-run.heartbeat", resource=resource)
+            if stop.wait(HEARTBEAT_SECONDS):
+                return
+
+    # The run's context (settings: which server) goes with the thread, as Prefect's does.
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(beat,), daemon=True, name="heartbeat")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)  # at once: its wait ends with the event (an emit only queues)
 
 
 # Flow results are not persisted (a run's outcome is its model files, state block and

@@ -4,6 +4,7 @@ in-process for rounds too small to be worth one."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -349,27 +350,29 @@ def test_the_model_card_reports_rows_dropped_and_columns_left_out(tmp_path, stat
     assert Artifact.get(artifact_key(state_block, "data-quality")) is None
 
 
-def test_a_step_sends_flow_heartbeats_and_ends_them_without_waiting(
+def test_a_step_sends_its_heartbeats_itself_when_prefect_does_not(
     synthetic_dir, tmp_path, state_block
 ):
-    """Heartbeats are what a zombie-detection automation watches; Prefect's sync engine
-    joined their thread (which sleeps in 1-s steps) at the end of every run."""
-    import prefect.flow_engine
+    """As the CLI runs it, with Prefect's own heartbeats off (its sync engine joins their
+    thread, which sleeps in 1-s steps, at the end of every run): the flow sends the heartbeat
+    events a zombie-detection automation watches itself."""
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from linreg.lifecycle import read_history
     from linreg.model_files import ModelDirectory
 
-    assert prefect.flow_engine._send_heartbeats.keywords == {"join_on_exit": False}
     directory, _ = synthetic_dir
     out = tmp_path / "out"
-    result = train_step(
-        data=DataConfig(source=str(directory), batch_rows=1_500),
-        hyperparams=HyperParams(model="ols"),
-        out_dir=str(out),
-        state_block=state_block,
-    )
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        result = train_step(
+            data=DataConfig(source=str(directory), batch_rows=1_500),
+            hyperparams=HyperParams(model="ols"),
+            out_dir=str(out),
+            state_block=state_block,
+        )
+    assert not [t for t in threading.enumerate() if t.name == "heartbeat" and t.is_alive()]
     assert result.trained
     run_id = read_history(ModelDirectory(str(out)))[-1]["flow_run_id"]
     heartbeats = EventFilter(

@@ -316,10 +316,10 @@ def test_a_killed_call_is_marked_crashed_by_the_heartbeat_automation(prefect_sta
         prefect_stack,
         ["--mode", "all", "--data", str(prefect_stack.data_dir), "--batch-rows", "1000"]
         + ["--delay", "600", "--out", str(out), "--state-block", block],
-        {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"},
+        {},
     )
     try:
-        wait_until(lambda: (out / "model.json").exists(), 120, "the first published version")
+        wait_until((out / "model.json").exists, 120, "the first published version")
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=30)
         runs = FlowRunFilter(name=FlowRunFilterName(any_=[f"all-sgd-{block}"]))
