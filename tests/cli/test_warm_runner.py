@@ -156,20 +156,22 @@ def test_a_call_that_ends_takes_its_forked_process_with_it(local_server, tmp_pat
         wait_until((tmp_path / "out" / "model.json").exists, 120, "the first model")
         os.kill(caller.pid, how)
         try:
-            caller.wait(timeout=60)
-        except subprocess.TimeoutExpired:  # seen once in ~10 runs (SIGINT): say where it hangs
+            caller.wait(timeout=120)
+            wait_until(
+                lambda: not child.is_running() or child.status() == "zombie", 120, "the fork's end"
+            )
+        except (subprocess.TimeoutExpired, TimeoutError) as error:
+            # Seen 3 times in ~25 runs (each kind of signal), 2 of them under other load: the
+            # fork's threads say where it waits.
             stacks = subprocess.run(
                 [str(Path(sys.executable).with_name("py-spy")), "dump", "--pid", str(child.pid)],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             caller.kill()
             pytest.fail(
-                f"the call did not end within 60 s of {how.name}; its stderr:\n"
+                f"{error} after {how.name}; the call's stderr:\n"
                 f"{caller.communicate()[1][-3000:]}\nthe fork's threads:\n{stacks.stdout}"
             )
-        wait_until(
-            lambda: not child.is_running() or child.status() == "zombie", 60, "the fork's end"
-        )
     finally:
         if caller.poll() is None:
             caller.kill()
