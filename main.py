@@ -902,13 +902,17 @@ def _local_server(mode: str) -> int:
         f"{'started' if started else 'already running'}: the local Prefect server at {ui} "
         f"(SQLite in {home}); later calls use it; `python main.py --mode server-stop` stops it"
     )
-    _ensure_crash_detection(api_url)  # also on a server started before it existed
+    # Once per server, so that `make run` does not pay for Prefect's client each time; a
+    # server started before the automation existed gets it at its next server-start.
+    if not local_server.setup_done(home, "crash-detection") and _ensure_crash_detection(api_url):
+        local_server.record_setup_done(home, "crash-detection")
     return 0
 
 
-def _ensure_crash_detection(api_url: str) -> None:
+def _ensure_crash_detection(api_url: str) -> bool:
     """The automation that marks runs Crashed when their heartbeats stop, unless the server
-    has it. Without it the server still works: a warning, not a failure."""
+    has it; False if that failed. Without it the server still works: a warning, not a
+    failure."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tasks.crash_detection import ensure_crash_detection
@@ -922,6 +926,8 @@ def _ensure_crash_detection(api_url: str) -> None:
             f"automation failed ({_one_line(error)})",
             file=sys.stderr,
         )
+        return False
+    return True
 
 
 def _sample_data(sample_dir: str, write_dataset) -> str:

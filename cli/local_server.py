@@ -128,6 +128,26 @@ def start(home: Path, port: int, timeout: float = 120.0) -> tuple[str, bool]:
     return api_url, True
 
 
+def setup_done(home: Path, step: str) -> bool:
+    """Whether ``step`` (a one-time set-up of the server, such as an automation) is recorded
+    as done for the local server recorded under ``home``."""
+    try:
+        return step in json.loads(_state_path(home).read_text()).get("setup_done", [])
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def record_setup_done(home: Path, step: str) -> None:
+    """Record ``step`` as done for this server; a later start of another server forgets it."""
+    path = _state_path(home)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    record["setup_done"] = sorted({*record.get("setup_done", []), step})
+    path.write_text(json.dumps(record) + "\n")
+
+
 def _start_runner(home: Path, api_url: str, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
     """The warm runner (``cli.warm``) beside the server, and the socket it will listen on."""
     from cli.warm import PROJECT_DIR, socket_path

@@ -20,18 +20,17 @@ def crash_detection(within_seconds: float | None = None) -> AutomationCore:
     return AutomationCore.model_validate(spec)
 
 
-def ensure_crash_detection(within_seconds: float | None = None) -> bool:
+def ensure_crash_detection(within_seconds: float | None = None) -> tuple[str, bool]:
     """Create the automation on the current Prefect server unless one of its name exists
-    there; True if it was created now."""
+    there: its name, and whether it was created now."""
     automation = crash_detection(within_seconds)
     with get_client(sync_client=True) as client:
         if client.read_automations_by_name(automation.name):
-            return False
+            return automation.name, False
         client.create_automation(automation)
-    return True
+    return automation.name, True
 
 
 if __name__ == "__main__":  # make deploy
-    created = ensure_crash_detection()
-    name = crash_detection().name
+    name, created = ensure_crash_detection()
     print(f"automation '{name}': {'created' if created else 'already there'}")

@@ -81,11 +81,24 @@ def test_a_local_server_is_started_once_reused_by_later_calls_and_stopped(synthe
     record = json.loads((home / "linreg-server.json").read_text())
     try:
         assert "started: the local Prefect server at http://127.0.0.1:" in started.stdout
-        assert "already running" in run_cli("--mode", "server-start", env=env).stdout
-        # Both starts ensured the crash-detection automation; there is one.
+        assert record["setup_done"] == ["crash-detection"]
+        name = crash_detection().name
         with temporary_settings({PREFECT_API_URL: record["api_url"]}):
             with get_client(sync_client=True) as client:
-                assert len(client.read_automations_by_name(crash_detection().name)) == 1
+                (automation,) = client.read_automations_by_name(name)
+                # A server whose record lacks it (started by an older version) gets the
+                # automation at its next server-start, once.
+                client.delete_automation(automation.id)
+                (home / "linreg-server.json").write_text(
+                    json.dumps({k: v for k, v in record.items() if k != "setup_done"})
+                )
+                for _ in range(2):
+                    again = run_cli("--mode", "server-start", env=env)
+                    assert "already running" in again.stdout, again.stderr
+                assert len(client.read_automations_by_name(name)) == 1
+        assert json.loads((home / "linreg-server.json").read_text())["setup_done"] == [
+            "crash-detection"
+        ]
         for version in (1, 2):
             result = run_cli(
                 "--mode", "single", "--data", str(directory), "--batch-rows", "1000",
