@@ -19,7 +19,7 @@ from linreg.model_files import ModelDirectory
 from linreg.training import RoundSpec, SkipResult, skip_round
 from tasks import RuntimeConfig, TaskStateStore, validate
 from tasks.publish import change_live_version, current_run_id, history_artifact
-from tasks.runtime import UNPERSISTED_RESULTS, training_lock
+from tasks.runtime import UNPERSISTED_RESULTS, heartbeats_unless_prefect_sends_them, training_lock
 
 DEFAULTS = Settings()
 
@@ -35,7 +35,8 @@ def rollback(
     ),
 ) -> dict[str, Any]:
     """Make an older kept model version live and pin it; training continues into versions/."""
-    return change_live_version("rollback", out_dir, to, storage_options or {})
+    with heartbeats_unless_prefect_sends_them():
+        return change_live_version("rollback", out_dir, to, storage_options or {})
 
 
 @flow(name="promote", flow_run_name="promote-{to}", **UNPERSISTED_RESULTS)
@@ -47,7 +48,8 @@ def promote(
     ),
 ) -> dict[str, Any]:
     """Make a kept model version (default: the newest) live and unpin, so new ones go live."""
-    return change_live_version("promote", out_dir, to, storage_options or {})
+    with heartbeats_unless_prefect_sends_them():
+        return change_live_version("promote", out_dir, to, storage_options or {})
 
 
 @flow(name="skip-batch", flow_run_name="skip-{state_block}", **UNPERSISTED_RESULTS)
@@ -59,16 +61,17 @@ def skip_batch(
     runtime: RuntimeConfig = RuntimeConfig(),  # noqa: B008 - an immutable pydantic default
 ) -> SkipResult:
     """Move the training cursor past the next batch without training on it (a refused batch)."""
-    plan = validate(data, runtime)
-    result = skip_round(
-        plan,
-        RoundSpec(hyperparams, data.batch_rows, data.test_fraction, 1),
-        store=TaskStateStore(state_block),
-        out_dir=out_dir,
-        lock=training_lock,
-        run_id=current_run_id(),
-        log=get_run_logger(),
-    )
-    if result.batch is not None:
-        history_artifact(ModelDirectory(out_dir, plan.storage_options))
-    return result
+    with heartbeats_unless_prefect_sends_them():
+        plan = validate(data, runtime)
+        result = skip_round(
+            plan,
+            RoundSpec(hyperparams, data.batch_rows, data.test_fraction, 1),
+            store=TaskStateStore(state_block),
+            out_dir=out_dir,
+            lock=training_lock,
+            run_id=current_run_id(),
+            log=get_run_logger(),
+        )
+        if result.batch is not None:
+            history_artifact(ModelDirectory(out_dir, plan.storage_options))
+        return result

@@ -14,7 +14,12 @@ from pydantic import Field
 
 from linreg.config import DataConfig, Settings
 from linreg.scoring import ScoringSummary
-from tasks.runtime import UNPERSISTED_RESULTS, RuntimeConfig, dask_task_runner
+from tasks.runtime import (
+    UNPERSISTED_RESULTS,
+    RuntimeConfig,
+    dask_task_runner,
+    heartbeats_unless_prefect_sends_them,
+)
 from tasks.score import load_model, plan, score_batches
 
 DEFAULTS = Settings()
@@ -41,6 +46,7 @@ def score(
     """Score data with a published model into Parquet shards (file, row, prediction, kept
     columns); rows with a missing input get a null prediction and are counted."""
     keep_columns = keep_columns or []
-    scorer = load_model(out_dir, version, data.storage_options)
-    scoring_plan = plan(data, scorer, keep_columns, runtime)
-    return score_batches(scoring_plan, scorer, predictions, data.storage_options, runtime)
+    with heartbeats_unless_prefect_sends_them():
+        scorer = load_model(out_dir, version, data.storage_options)
+        scoring_plan = plan(data, scorer, keep_columns, runtime)
+        return score_batches(scoring_plan, scorer, predictions, data.storage_options, runtime)

@@ -24,7 +24,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
-from prefect.events import emit_event
+from prefect.events import RelatedResource, emit_event
+from prefect.events.related import tags_as_related_resources
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import get_current_settings
 from prefect_dask import DaskTaskRunner
@@ -98,6 +99,36 @@ LOCAL_CLUSTER = {
 HEARTBEAT_SECONDS = 180  # Prefect's default PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 
 
+def _heartbeat_resources(run: FlowRunContext) -> tuple[dict[str, str], list[RelatedResource]]:
+    """The event's resource and related resources as Prefect's own heartbeat gives them
+    (``prefect.flow_engine``: the run; its flow, deployment and tags)."""
+    flow_run = run.flow_run
+    resource = {
+        "prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+        "prefect.resource.name": flow_run.name or "",
+        "prefect.version": prefect.__version__,
+    }
+    related = [
+        RelatedResource.model_validate(
+            {
+                "prefect.resource.id": f"prefect.flow.{flow_run.flow_id}",
+                "prefect.resource.role": "flow",
+                "prefect.resource.name": run.flow.name if run.flow else "",
+            }
+        )
+    ]
+    if flow_run.deployment_id:
+        related.append(
+            RelatedResource.model_validate(
+                {
+                    "prefect.resource.id": f"prefect.deployment.{flow_run.deployment_id}",
+                    "prefect.resource.role": "deployment",
+                }
+            )
+        )
+    return resource, related + tags_as_related_resources(set(flow_run.tags or []))
+
+
 @contextmanager
 def heartbeats_unless_prefect_sends_them() -> Iterator[None]:
     """The flow run's heartbeat events (what a zombie-detection automation watches) when
@@ -109,16 +140,12 @@ def heartbeats_unless_prefect_sends_them() -> Iterator[None]:
     if run is None or run.flow_run is None or get_current_settings().flows.heartbeat_frequency:
         yield
         return
-    resource = {
-        "prefect.resource.id": f"prefect.flow-run.{run.flow_run.id}",
-        "prefect.resource.name": run.flow_run.name or "",
-        "prefect.version": prefect.__version__,
-    }
+    resource, related = _heartbeat_resources(run)
     stop = threading.Event()
 
     def beat() -> None:
         while True:
-            emit_event("prefect.flow-run.heartbeat", resource=resource)
+            emit_event("prefect.flow-run.heartbeat", resource=resource, related=related)
             if stop.wait(HEARTBEAT_SECONDS):
                 return
 

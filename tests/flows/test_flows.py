@@ -350,40 +350,49 @@ def test_the_model_card_reports_rows_dropped_and_columns_left_out(tmp_path, stat
     assert Artifact.get(artifact_key(state_block, "data-quality")) is None
 
 
-def test_a_step_sends_its_heartbeats_itself_when_prefect_does_not(
+def test_flows_send_their_heartbeats_themselves_when_prefect_does_not(
     synthetic_dir, tmp_path, state_block
 ):
-    """As the CLI runs it, with Prefect's own heartbeats off (its sync engine joins their
-    thread, which sleeps in 1-s steps, at the end of every run): the flow sends the heartbeat
-    events a zombie-detection automation watches itself."""
+    """As the CLI runs them, with Prefect's own heartbeats off (its sync engine joins their
+    thread, which sleeps in 1-s steps, at the end of every run): training, scoring and
+    lifecycle flows send the heartbeat events a zombie-detection automation watches
+    themselves, as Prefect's own would (the run; the flow related), and no thread outlives
+    the run."""
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from linreg.lifecycle import read_history
-    from linreg.model_files import ModelDirectory
+    from flows import promote, score
 
     directory, _ = synthetic_dir
-    out = tmp_path / "out"
+    data = DataConfig(source=str(directory), batch_rows=1_500)
+    out = str(tmp_path / "out")
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        result = train_step(
-            data=DataConfig(source=str(directory), batch_rows=1_500),
-            hyperparams=HyperParams(model="ols"),
-            out_dir=str(out),
-            state_block=state_block,
-        )
+        runs = {
+            "train-step": train_step(
+                data=data, out_dir=out, state_block=state_block, return_state=True
+            ),
+            "score": score(
+                data=data, predictions=str(tmp_path / "scores"), out_dir=out, return_state=True
+            ),
+            "promote": promote(out_dir=out, return_state=True),
+        }
     assert not [t for t in threading.enumerate() if t.name == "heartbeat" and t.is_alive()]
-    assert result.trained
-    run_id = read_history(ModelDirectory(str(out)))[-1]["flow_run_id"]
-    heartbeats = EventFilter(
-        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
-        resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
-    )
-    events = []
     with get_client(sync_client=True) as client:
-        for _ in range(60):  # the server persists events in batches
-            events = client.read_events(heartbeats, limit=50).events
-            if events:
-                break
-            time.sleep(0.5)
-    assert events, f"no heartbeat event for flow run {run_id}"
+        for flow_name, state in runs.items():
+            assert state.is_completed(), (flow_name, state)
+            run_id = state.state_details.flow_run_id
+            heartbeats = EventFilter(
+                event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
+            )
+            events = []
+            for _ in range(60):  # the server persists events in batches
+                events = client.read_events(heartbeats, limit=50).events
+                if events:
+                    break
+                time.sleep(0.5)
+            assert events, f"no heartbeat event for the {flow_name} run {run_id}"
+            assert [(r.role, r.name) for r in events[0].related if r.role == "flow"] == [
+                ("flow", flow_name)
+            ]
