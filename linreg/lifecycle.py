@@ -115,8 +115,12 @@ def history_record(
     return record
 
 
-def read_history(directory: ModelDirectory) -> list[dict[str, Any]]:
-    return directory.read_lines(HISTORY_FILE)
+def read_history(directory: ModelDirectory, newest: int | None = None) -> list[dict[str, Any]]:
+    """Every record of the history, oldest first, or the ``newest`` ones (read from the
+    file's end)."""
+    if newest is None:
+        return directory.read_lines(HISTORY_FILE)
+    return directory.read_last_lines(newest, HISTORY_FILE)
 
 
 def read_pin(directory: ModelDirectory) -> dict[str, Any] | None:

@@ -214,14 +214,40 @@ class ModelDirectory:
     def read_lines(self, *parts: str) -> list[dict[str, Any]]:
         """The JSON records of a JSON-lines file (none if it does not exist)."""
         data = self.read(*parts)
+        return self._records((data or b"").splitlines(), *parts)
+
+    def read_last_lines(self, count: int, *parts: str) -> list[dict[str, Any]]:
+        """The newest ``count`` JSON records of a JSON-lines file (none if it does not
+        exist), read from its end: the history gains a record per version, and reading it
+        whole made every step of a long-trained model slower."""
+        path = self.path(*parts)
+        try:
+            if self.remote:
+                handle = remote_fs(str(self.location), self.storage_options).open(str(path), "rb")
+            else:
+                handle = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return []
+        with handle:
+            lines = _last_lines(handle, count)
+        return self._records(lines, *parts, from_end=len(lines))
+
+    def _records(
+        self, lines: list[bytes], *parts: str, from_end: int | None = None
+    ) -> list[dict[str, Any]]:
         records = []
-        for number, line in enumerate((data or b"").splitlines(), 1):
+        for number, line in enumerate(lines, 1):
             if line.strip():
                 try:
                     records.append(json.loads(line))
                 except ValueError:
+                    where = (
+                        f"line {number}"
+                        if from_end is None
+                        else f"line {from_end - number + 1} from the end"
+                    )
                     raise ModelFileError(
-                        f"{self.path(*parts)}: line {number} is not valid JSON"
+                        f"{self.path(*parts)}: {where} is not valid JSON"
                     ) from None
         return records
 
@@ -262,6 +288,29 @@ class ModelDirectory:
             yield
         finally:
             os.close(descriptor)
+
+
+_TAIL_BLOCK = 64 * 1024
+
+
+def _last_lines(handle, count: int) -> list[bytes]:
+    """The last ``count`` non-empty lines of a binary file, read backwards in blocks."""
+    position = handle.seek(0, os.SEEK_END)
+    blocks: list[bytes] = []
+    newlines = 0
+    while position > 0:
+        step = min(_TAIL_BLOCK, position)
+        position -= step
+        handle.seek(position)
+        blocks.append(handle.read(step))
+        newlines += blocks[-1].count(b"\n")
+        if newlines > count:
+            # The text before the first newline may be the end of a longer line.
+            lines = b"".join(reversed(blocks)).split(b"\n")[1:]
+            lines = [line for line in lines if line.strip()]
+            if len(lines) >= count:
+                return lines[-count:]
+    return [line for line in b"".join(reversed(blocks)).split(b"\n") if line.strip()][-count:]
 
 
 def _read_bytes(path: str | Path, storage_options: Mapping[str, Any] | None) -> bytes | None:

@@ -33,7 +33,7 @@ from linreg.lifecycle import (
 )
 from linreg.model_files import HISTORY_FILE, ModelDirectory
 from linreg.preprocess import BatchReport, training_levels
-from linreg.state import StateStore, TrainingState, fingerprint
+from linreg.state import METRICS_HISTORY_KEPT, StateStore, TrainingState, fingerprint
 from linreg.stats import LeastSquaresStats
 from linreg.strategies import BatchSummary, Estimator, strategy_for
 from linreg.validation import SourcePlan
@@ -363,7 +363,7 @@ def complete_round(
             "rows_dropped": state.rows_dropped + report.rows_dropped,
             "batches_trained": state.batches_trained + len(batches),
             "metrics_history": [
-                *state.metrics_history,
+                *state.metrics_history[-(METRICS_HISTORY_KEPT - 1) :],
                 {"version": version, "rows_trained": rows_trained, **metrics},
             ],
         }

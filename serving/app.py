@@ -40,6 +40,9 @@ logger = logging.getLogger("serving")
 NO_MODEL = "no model is loaded yet; waiting for model.json and model.pkl in the model directory"
 SERVER_NAME = "linreg-serving"
 SERVER_VERSION = "1"
+# The newest records /model/history returns unless ?limit says otherwise: the history gains a
+# record (~0.9 kB) per version, so a whole one would grow without bound.
+HISTORY_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -147,23 +150,23 @@ def native_routes(service: Service) -> list[Route]:
         return json_reply(current_model(store).metadata)
 
     def model_history(environ: dict[str, Any]) -> Reply:
-        """The pipeline's history.jsonl beside model.json (read per request: it is small
-        and rarely asked for)."""
+        """The newest records of the pipeline's history.jsonl beside model.json (read from
+        its end per request: rarely asked for)."""
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-        limit = None
+        limit = HISTORY_LIMIT
         if "limit" in query:
             raw = query["limit"][-1]
             if not raw.isdigit() or int(raw) < 1:
                 raise ServiceError(400, f"limit must be a positive integer, got {raw!r}")
             limit = int(raw)
         try:
-            records = ModelDirectory(store.model_dir, store.storage_options).read_lines(
-                HISTORY_FILE
+            records = ModelDirectory(store.model_dir, store.storage_options).read_last_lines(
+                limit, HISTORY_FILE
             )
         except (ModelFileError, OSError) as error:
             logger.error("cannot read the model history: %s", error)
             raise ServiceError(503, "the model history cannot be read") from None
-        return json_reply({"history": records if limit is None else records[-limit:]})
+        return json_reply({"history": records})
 
     def healthz(environ: dict[str, Any]) -> Reply:
         return json_reply({"status": "ok"})

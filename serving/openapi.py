@@ -85,15 +85,15 @@ def openapi_document(settings: ServingSettings) -> dict[str, Any]:
             },
             "/model/history": {
                 "get": {
-                    "summary": "Every change of the live model version (history.jsonl), oldest "
-                    "first: time, reason (published, rollback, promote, gated, skipped), "
-                    "version, previous version, flow run, data covered, metrics.",
+                    "summary": "The newest changes of the live model version (history.jsonl), "
+                    "oldest first: time, reason (published, rollback, promote, gated, "
+                    "skipped), version, previous version, flow run, data covered, metrics.",
                     "parameters": [
                         {
                             "name": "limit",
                             "in": "query",
                             "required": False,
-                            "description": "Only the newest records, at most this many.",
+                            "description": "The newest records, at most this many (default 1000).",
                             "schema": {"type": "integer", "minimum": 1},
                         }
                     ],

@@ -20,6 +20,11 @@ from linreg.training import FilePublisher, TrainedRound
 from linreg.validation import SourcePlan
 from tasks.runtime import IO_RETRY_DELAYS, retry_unless_permanent
 
+# Rows of the metrics and history tables: each step sends them, and the server keeps every
+# version of an artifact, so a table of every version would grow each step and the server's
+# database with the square of the model's age.
+HISTORY_ARTIFACT_ROWS = 50
+
 
 def artifact_key(state_block: str, kind: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes; one history per model."""
@@ -87,10 +92,11 @@ def publish(
                 key: entry.get(key)
                 for key in ("version", "rows_trained", "r2", "rmse", "mae", "n_test")
             }
-            for entry in history
+            for entry in history[-HISTORY_ARTIFACT_ROWS:]
         ],
         key=artifact_key(state_block, "metrics"),
-        description=f"Held-out metrics per model version of state block '{state_block}'.",
+        description=f"Held-out metrics of the newest {HISTORY_ARTIFACT_ROWS} model versions of "
+        f"state block '{state_block}' (history.jsonl beside the model has every version's).",
     )
     create_markdown_artifact(
         markdown=_summary_markdown(metadata, trained, files.out_dir),
@@ -174,12 +180,9 @@ def current_run_id() -> str | None:
     return None if run_id is None else str(run_id)
 
 
-HISTORY_ARTIFACT_ROWS = 50
-
-
 def history_artifact(directory: ModelDirectory) -> None:
     """The newest history records as a table, one artifact per model directory."""
-    rows = history_rows(read_history(directory))[-HISTORY_ARTIFACT_ROWS:]
+    rows = history_rows(read_history(directory, newest=HISTORY_ARTIFACT_ROWS))
     create_table_artifact(
         table=rows,
         key=artifact_key("model-history", str(directory.location)[-40:]),

@@ -243,3 +243,30 @@ def test_a_version_directory_left_by_a_failed_publish_is_not_a_version(data, tmp
     (out / "versions" / "2").mkdir()  # a full disk stopped the publish of version 2 here
     assert ModelDirectory(out).versions() == [1]
     assert promote(ModelDirectory(out))["version"] == 1
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+@pytest.mark.parametrize("count", [1, 3, 40, 1_000])
+def test_the_newest_history_records_are_read_from_the_end(tmp_path, monkeypatch, where, count):
+    """As a whole read would give them: blank lines skipped, lines longer than a block,
+    fewer records than asked for, a missing file (no records)."""
+    import linreg.model_files
+
+    monkeypatch.setattr(linreg.model_files, "_TAIL_BLOCK", 16)  # many blocks, long lines
+    location = str(tmp_path) if where == "local" else f"memory://history-{count}"
+    directory = ModelDirectory(location)
+    assert directory.read_last_lines(count, "history.jsonl") == []
+    lines = [json.dumps({"version": v, "note": "x" * (v % 7) * 10}) for v in range(1, 301)]
+    lines.insert(150, "")
+    directory.write(("\n".join(lines) + "\n").encode(), "history.jsonl")
+    assert (
+        directory.read_last_lines(count, "history.jsonl")
+        == (directory.read_lines("history.jsonl")[-count:])
+    )
+
+
+def test_a_broken_history_line_near_the_end_is_named(tmp_path):
+    directory = ModelDirectory(str(tmp_path))
+    directory.write(b'{"version": 1}\n{"version": 2\n{"version": 3}\n', "history.jsonl")
+    with pytest.raises(ModelFileError, match="history.jsonl: line 2 from the end is not valid"):
+        directory.read_last_lines(5, "history.jsonl")

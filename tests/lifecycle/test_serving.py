@@ -49,6 +49,17 @@ def test_model_history_serves_history_jsonl(client, model_dir):
     assert latest == history(model_dir)[-2:]
 
 
+def test_model_history_returns_the_newest_thousand_unless_asked_for_more(client, model_dir):
+    record = history(model_dir)[-1]
+    with open(model_dir / "history.jsonl", "a") as handle:
+        for version in range(100, 1_300):
+            handle.write(json.dumps({**record, "version": version}) + "\n")
+    newest = client.get("/model/history").get_json()["history"]
+    assert [r["version"] for r in newest] == list(range(300, 1_300))
+    everything = client.get("/model/history?limit=5000").get_json()["history"]
+    assert everything == history(model_dir)
+
+
 @pytest.mark.parametrize("limit", ["0", "-1", "two", ""])
 def test_a_bad_limit_is_a_400_json_error(client, limit, refused):
     answer = client.get(f"/model/history?limit={limit}")

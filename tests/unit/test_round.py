@@ -17,7 +17,7 @@ from linreg.batches import plan_batches
 from linreg.config import DataConfig, HyperParams
 from linreg.errors import DataError, StateError
 from linreg.executors import DaskExecutor, SerialExecutor
-from linreg.state import InMemoryStateStore
+from linreg.state import METRICS_HISTORY_KEPT, InMemoryStateStore
 from linreg.strategies import STRATEGIES, strategy_for
 from linreg.training import FilePublisher, RoundSpec, run_round
 from linreg.validation import validate_source
@@ -162,6 +162,21 @@ def test_every_state_field_advances_as_documented(synthetic_dir, tmp_path):
     assert state.metrics_history[-1]["n_test"] == state.rows_held_out
     nothing = _round(directory, tmp_path / "out", store, batch_rows=1_500)
     assert (nothing.trained, nothing.version) == (False, 2) and store.load() == state
+
+
+def test_the_state_keeps_the_newest_versions_metrics_only(synthetic_dir, tmp_path):
+    """The state is read and written every step: its metrics history must not grow with the
+    model's age (history.jsonl keeps every version)."""
+    directory, _ = synthetic_dir
+    store = InMemoryStateStore()
+    _round(directory, tmp_path / "out", store, batch_rows=1_500, max_batches=1)
+    state = store.load()
+    old = [{**state.metrics_history[0], "version": v} for v in range(1, METRICS_HISTORY_KEPT + 1)]
+    aged = state.model_copy(update={"version": METRICS_HISTORY_KEPT, "metrics_history": old})
+    store.save(aged, state.version)
+    _round(directory, tmp_path / "out", store, batch_rows=1_500)
+    versions = [m["version"] for m in store.load().metrics_history]
+    assert versions == list(range(2, METRICS_HISTORY_KEPT + 2))
 
 
 def test_a_bad_batch_mid_round_leaves_store_and_published_files_untouched(tmp_path):
