@@ -13,10 +13,11 @@ is one :class:`DataError` that names the extra to install or the variables to se
 from __future__ import annotations
 
 import contextlib
+import json
 import posixpath
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import fsspec
 import numpy as np
@@ -174,6 +175,16 @@ def _is_hidden(relative_path: str) -> bool:
     return any(part.startswith((".", "_")) for part in relative_path.split("/"))
 
 
+class FoundFile(NamedTuple):
+    """A data file as listed: its id (path relative to the source), URL, and ``stamp``,
+    what changes when the file does (size with modification time, inode or content tag),
+    None when the store lists neither."""
+
+    file_id: str
+    url: str
+    stamp: str | None
+
+
 def discover_files(
     source: str, storage_options: StorageOptions | None = None
 ) -> list[tuple[str, str]]:
@@ -183,6 +194,13 @@ def discover_files(
     an fsspec URL (opened with ``storage_options``). Raises :class:`DataError` when nothing
     usable is there, or the store cannot be read.
     """
+    return [(found.file_id, found.url) for found in discover_stamped_files(source, storage_options)]
+
+
+def discover_stamped_files(
+    source: str, storage_options: StorageOptions | None = None
+) -> list[FoundFile]:
+    """:func:`discover_files` with each file's stamp, from the same listing."""
     try:
         return _discover_files(source, storage_options or {})
     except DataError:
@@ -196,17 +214,35 @@ def discover_files(
         raise DataError(f"{source}: {problem}") from None
 
 
-def _discover_files(source: str, storage_options: StorageOptions) -> list[tuple[str, str]]:
+# What the fsspec back-ends list that changes with a file's content: local files (mtime, ino),
+# S3 (LastModified, ETag, VersionId), GCS (updated, generation, md5Hash), Azure
+# (last_modified, etag).
+_CHANGE_FIELDS = (
+    "mtime", "ino", "LastModified", "ETag", "VersionId", "updated", "generation", "md5Hash",
+    "last_modified", "etag",
+)  # fmt: skip
+
+
+def _stamp(info: Mapping[str, Any]) -> str | None:
+    size = info.get("size")
+    changes = [str(info[key]) for key in _CHANGE_FIELDS if info.get(key) not in (None, "")]
+    if size is None or not changes:
+        return None  # the size alone cannot tell a rewritten file from the one before
+    return json.dumps([size, *changes])
+
+
+def _discover_files(source: str, storage_options: StorageOptions) -> list[FoundFile]:
     fs, path = url_to_fs(source, **storage_options)
     # A long-lived process (a worker, `--mode serve`) must see objects added since its
     # last listing: object-store file systems cache listings per instance.
     fs.invalidate_cache()
     if any(char in path for char in _GLOB_CHARS):
         root = path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0]
-        candidates = [p for p in fs.glob(path) if fs.isfile(p)]
+        listed = fs.glob(path, detail=True)
+        candidates = {p: info for p, info in listed.items() if info.get("type") == "file"}
     elif fs.isdir(path):
         root = path.rstrip("/")
-        candidates = fs.find(path)
+        candidates = fs.find(path, detail=True)
     elif fs.isfile(path):
         if file_format(path) is None:
             raise DataError(
@@ -214,15 +250,15 @@ def _discover_files(source: str, storage_options: StorageOptions) -> list[tuple[
                 f"{', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)})"
             )
         root = posixpath.dirname(path)
-        candidates = [path]
+        candidates = {path: fs.info(path)}
     else:
         raise DataError(f"{source}: no such file or directory")
     found = []
-    for candidate in candidates:
+    for candidate, info in candidates.items():
         relative = posixpath.relpath(candidate, root) if root else candidate
         if file_format(candidate) is None or _is_hidden(relative):
             continue
-        found.append((relative, fs.unstrip_protocol(candidate)))
+        found.append(FoundFile(relative, fs.unstrip_protocol(candidate), _stamp(info)))
     if not found:
         raise DataError(f"{source}: no CSV or Parquet files found")
     return sorted(found)

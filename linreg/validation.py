@@ -9,12 +9,14 @@ from functools import partial
 from linreg.categorical import InputColumn, design_features, with_levels
 from linreg.config import DataConfig
 from linreg.errors import DataError
+from linreg.inspection_cache import InspectionCache, as_found, inspection_key
 from linreg.sources import (
     CsvFormat,
     DataFile,
+    FoundFile,
     StorageOptions,
     column_levels,
-    discover_files,
+    discover_stamped_files,
     inspect_file,
 )
 
@@ -67,22 +69,28 @@ def _serial_map(function, *iterables) -> list:
     return list(map(function, *iterables))
 
 
-def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourcePlan:
-    """Inspect every file of ``config.source`` and check the schema the run relies on.
-
-    ``mapper(inspect_file, file_ids, urls)`` may inspect the files in parallel (on Dask).
-    Raises :class:`DataError` naming the file and column of the first problem found.
-    """
-    options = config.storage_options
-    found = discover_files(config.source, options)
-    csv = CsvFormat(
+def csv_format(config: DataConfig) -> CsvFormat:
+    return CsvFormat(
         delimiter=config.csv_delimiter,
         decimal=config.csv_decimal,
         thousands=config.csv_thousands,
         na_values=tuple(config.na_values),
     )
-    inspect = partial(inspect_file, storage_options=options, csv=csv)
-    files = mapper(inspect, [file_id for file_id, _ in found], [url for _, url in found])
+
+
+def validate_source(
+    config: DataConfig, mapper: Mapper = _serial_map, cache: InspectionCache | None = None
+) -> SourcePlan:
+    """Inspect every file of ``config.source`` and check the schema the run relies on.
+
+    ``mapper(inspect_file, file_ids, urls)`` may inspect the files in parallel (on Dask);
+    with a ``cache``, files unchanged since it kept their inspection are not read again.
+    Raises :class:`DataError` naming the file and column of the first problem found.
+    """
+    options = config.storage_options
+    found = discover_stamped_files(config.source, options)
+    csv = csv_format(config)
+    files = _inspect(found, csv, options, mapper, cache)
     check_same_columns(files)
     reference = files[0]
     if config.target not in reference.columns:
@@ -146,6 +154,41 @@ def validate_source(config: DataConfig, mapper: Mapper = _serial_map) -> SourceP
     if plan.n_rows == 0:
         raise DataError(f"{config.source}: no data rows (every file is empty or header only)")
     return plan
+
+
+def _inspect(
+    found: Sequence[FoundFile],
+    csv: CsvFormat,
+    options: StorageOptions,
+    mapper: Mapper,
+    cache: InspectionCache | None,
+) -> list[DataFile]:
+    """Every file's inspection, in listing order: kept ones from the cache, the rest read."""
+    keys = [inspection_key(item, csv) for item in found]
+    kept = cache.load(options) if cache else {}
+    files: list[DataFile | None] = [
+        as_found(kept[key], item) if key in kept else None
+        for key, item in zip(keys, found, strict=True)
+    ]
+    missing = [index for index, data_file in enumerate(files) if data_file is None]
+    inspect = partial(inspect_file, storage_options=options, csv=csv)
+    inspected = (
+        []
+        if not missing
+        else mapper(
+            inspect,
+            [found[index].file_id for index in missing],
+            [found[index].url for index in missing],
+        )
+    )
+    for index, data_file in zip(missing, inspected, strict=True):
+        files[index] = data_file
+    if cache:
+        cache.reused = len(found) - len(missing)
+        cache.save(
+            {key: data_file for key, data_file in zip(keys, files, strict=True) if key is not None}
+        )
+    return files
 
 
 def check_same_columns(files: Sequence[DataFile]) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.settings import get_current_settings
 
 from linreg.config import DataConfig
-from linreg.validation import SourcePlan, validate_source
+from linreg.inspection_cache import InspectionCache
+from linreg.validation import SourcePlan, csv_format, validate_source
 from tasks.runtime import RuntimeConfig, dask_client
 
 # Fewer files are inspected faster here than a cluster starts (each is one metadata read).
@@ -31,16 +35,28 @@ def file_mapper(runtime: RuntimeConfig) -> Callable[..., list]:
     return inspect_all
 
 
+def inspection_cache(data: DataConfig) -> InspectionCache | None:
+    """Where validation keeps what it learnt about unchanged files: ``LINREG_INSPECTION_CACHE``
+    (a directory; ``off``: nowhere), by default ``inspections/`` in the Prefect home."""
+    setting = os.environ.get("LINREG_INSPECTION_CACHE", "")
+    if setting.lower() == "off":
+        return None
+    directory = Path(setting) if setting else Path(get_current_settings().home) / "inspections"
+    return InspectionCache(directory, data.source, csv_format(data))
+
+
 @task(name="validate", cache_policy=NO_CACHE)
 def validate(data: DataConfig, runtime: RuntimeConfig) -> SourcePlan:
     """Check that every file is readable, shares one schema, and has numeric columns
     (many files are inspected in parallel on the Dask cluster)."""
-    plan = validate_source(data, file_mapper(runtime))
+    cache = inspection_cache(data)
+    plan = validate_source(data, file_mapper(runtime), cache)
     logger = get_run_logger()
     logger.info(
-        "validated %s: %d file(s), %d rows, features %s, target '%s'",
+        "validated %s: %d file(s)%s, %d rows, features %s, target '%s'",
         data.source,
         len(plan.files),
+        f" ({cache.reused} unchanged since the last run)" if cache and cache.reused else "",
         plan.n_rows,
         list(plan.features),
         plan.target,

@@ -202,3 +202,41 @@ def test_storage_set_up_problems_are_told_in_one_line(location, error, message):
     problem = _storage_problem(location, error)
     assert problem is not None and message in problem and "\n" not in problem
     assert _storage_problem(location, RuntimeError("something else")) is None
+
+
+def test_a_second_validation_reads_only_objects_new_or_replaced_since(
+    s3_server, bucket, local_data, tmp_path
+):
+    """The inspection cache on S3: an object's ETag and LastModified tell it changed; the
+    unchanged ones are not read again (no GET of them in the server's log)."""
+    from linreg.inspection_cache import InspectionCache
+    from linreg.validation import csv_format
+
+    config = DataConfig(
+        source=f"s3://{bucket}/in/", storage_options={"endpoint_url": s3_server.endpoint}
+    )
+    fs = s3_server.filesystem()
+    for index in (0, 1):
+        name = f"part-0000{index}.parquet"
+        fs.put_file(str(local_data / name), f"{bucket}/in/{name}")
+
+    def validate_counting_gets() -> dict[str, int]:
+        before = {
+            i: s3_server.requests("GET", f"/{bucket}/in/part-0000{i}.parquet") for i in (0, 1, 2)
+        }
+        cache = InspectionCache(tmp_path / "cache", config.source, csv_format(config))
+        plan = validate_source(config, cache=cache)
+        assert plan.n_rows == 1_000 * len(plan.files)
+        return {
+            i: s3_server.requests("GET", f"/{bucket}/in/part-0000{i}.parquet") - before[i]
+            for i in (0, 1, 2)
+        }
+
+    first = validate_counting_gets()
+    assert first[0] > 0 and first[1] > 0
+    assert validate_counting_gets() == {0: 0, 1: 0, 2: 0}
+    # part 1 replaced by other content (part 2's), part 2 added.
+    fs.put_file(str(local_data / "part-00002.parquet"), f"{bucket}/in/part-00001.parquet")
+    fs.put_file(str(local_data / "part-00002.parquet"), f"{bucket}/in/part-00002.parquet")
+    third = validate_counting_gets()
+    assert third[0] == 0 and third[1] > 0 and third[2] > 0
