@@ -171,23 +171,16 @@ def _inspect(
         for key, item in zip(keys, found, strict=True)
     ]
     missing = [index for index, data_file in enumerate(files) if data_file is None]
-    inspect = partial(inspect_file, storage_options=options, csv=csv)
-    inspected = (
-        []
-        if not missing
-        else mapper(
-            inspect,
-            [found[index].file_id for index in missing],
-            [found[index].url for index in missing],
-        )
-    )
-    for index, data_file in zip(missing, inspected, strict=True):
-        files[index] = data_file
+    if missing:
+        inspect = partial(inspect_file, storage_options=options, csv=csv)
+        ids, urls = [found[i].file_id for i in missing], [found[i].url for i in missing]
+        for index, data_file in zip(missing, mapper(inspect, ids, urls), strict=True):
+            files[index] = data_file
     if cache:
         cache.reused = len(found) - len(missing)
-        cache.save(
-            {key: data_file for key, data_file in zip(keys, files, strict=True) if key is not None}
-        )
+        current = {key: data_file for key, data_file in zip(keys, files, strict=True) if key}
+        if current.keys() != kept.keys():  # all unchanged: nothing to write
+            cache.save(current)
     return files
 
 

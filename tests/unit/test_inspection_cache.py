@@ -60,9 +60,11 @@ def test_unchanged_files_are_not_read_again_and_validate_the_same(tmp_path, insp
     inspected.clear()
     first, cache = _validate(data, tmp_path / "cache")
     assert (inspected, cache.reused) == (["a.csv", "b.parquet"], 0)
+    written = cache.path.stat().st_mtime_ns
     inspected.clear()
     second, cache = _validate(data, tmp_path / "cache")
     assert (inspected, cache.reused) == ([], 2)
+    assert cache.path.stat().st_mtime_ns == written  # nothing new: not written again
     _same(first, reference)
     _same(second, reference)
 
