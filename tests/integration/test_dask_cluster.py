@@ -95,8 +95,10 @@ def test_train_all_on_a_dask_cluster_matches_the_local_run(dask_cluster, tmp_pat
     write_dataset(data, n_rows=20_000, n_features=6, shard_rows=5_000, row_group_rows=1_000)
     home = tmp_path / "prefect-home"
 
-    local = _train_all(data, tmp_path / "local", home)
+    # The cluster's run first: the local run then finds the files' inspections in the home's
+    # cache (unchanged files are not inspected again) and must train the same model.
     remote = _train_all(data, tmp_path / "remote", home, "--dask-address", address)
+    local = _train_all(data, tmp_path / "local", home)
 
     assert all(process.poll() is None for process in processes), "a cluster process died"
     # The files were inspected, and the batches read and reduced, on the external workers.
