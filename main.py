@@ -11,6 +11,7 @@ exit 2, the saved state and the published model left as they were.
 from __future__ import annotations
 
 import argparse
+import codecs
 import ctypes
 import ctypes.util
 import json
@@ -124,6 +125,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--csv-decimal", default=".", help="CSV decimal mark, e.g. ','")
     parser.add_argument("--csv-thousands", help="CSV thousands separator in numbers, e.g. '.'")
+    parser.add_argument(
+        "--csv-encoding",
+        help="CSV text encoding, e.g. cp1252 or latin-1 (default: UTF-8, or UTF-16 when the "
+        "file starts with its byte-order mark)",
+    )
     parser.add_argument(
         "--na-values",
         help="comma-separated CSV tokens that mean missing, added to the usual empty, NA, "
@@ -317,6 +323,7 @@ def run_predict_mode(args: argparse.Namespace) -> int:
             decimal=args.csv_decimal,
             thousands=args.csv_thousands,
             na_values=tuple(token for token in (args.na_values or "").split(",") if token),
+            encoding=_encoding(args.csv_encoding),
         )
         keep = [name.strip() for name in (args.keep_columns or "").split(",") if name.strip()]
         source = args.data or Settings.from_env().sample_dir
@@ -586,6 +593,16 @@ def _delimiter(value: str | None) -> str | None:
     return value
 
 
+def _encoding(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"--csv-encoding: unknown encoding {value!r}") from None
+    return value
+
+
 def check_scheduler(address: str, timeout: float = 3.0) -> None:
     """``--dask-address`` must accept a connection within seconds, not after Prefect and the
     flow have started and Dask's own 30-s connect timeout has run out."""
@@ -634,6 +651,7 @@ def run_inputs(args: argparse.Namespace) -> tuple:
         csv_delimiter=_delimiter(args.csv_delimiter),
         csv_decimal=args.csv_decimal,
         csv_thousands=args.csv_thousands,
+        csv_encoding=_encoding(args.csv_encoding),
         na_values=[token for token in (args.na_values or "").split(",") if token],
         batch_rows=args.batch_rows,
         test_fraction=args.test_fraction,

@@ -50,6 +50,11 @@ class DataConfig(BaseModel):
     csv_thousands: str | None = Field(
         None, max_length=1, description="CSV thousands separator in numbers, e.g. ','."
     )
+    csv_encoding: str | None = Field(
+        None,
+        description="CSV text encoding, e.g. 'cp1252'; default: UTF-8, or UTF-16 when the "
+        "file starts with its byte-order mark.",
+    )
     na_values: list[str] = Field(
         default_factory=list,
         description="More CSV tokens meaning missing (beyond empty, NA, N/A, NaN, null).",

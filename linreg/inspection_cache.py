@@ -25,7 +25,7 @@ from linreg.sources import CsvFormat, DataFile, FoundFile, StorageOptions, canon
 
 # Part of every key: raise it when inspect_file learns something new about a file, so that
 # entries written before are not taken for what it would find now.
-INSPECTION_FORMAT = 1
+INSPECTION_FORMAT = 2
 
 _log = logging.getLogger("linreg")
 

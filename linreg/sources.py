@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import posixpath
+import re
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
@@ -33,7 +34,11 @@ from linreg.errors import DataError
 
 FileFormat = Literal["parquet", "csv"]
 PARQUET_SUFFIXES = (".parquet", ".pq")
-CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst")
+CSV_SUFFIXES = tuple(
+    f"{kind}{compression}"
+    for kind in (".csv", ".tsv")
+    for compression in ("", ".gz", ".bz2", ".xz", ".zst")
+)
 _GLOB_CHARS = ("*", "?", "[")
 LOCAL_PROTOCOLS = (None, "file", "local")
 StorageOptions = Mapping[str, Any]
@@ -73,14 +78,19 @@ _UNREACHABLE = frozenset({"EndpointConnectionError", "ConnectTimeoutError", "Cli
 class CsvFormat:
     """How a CSV file is written: the options spreadsheets and other tools vary.
 
-    ``delimiter`` None detects it from the header line among ``, ; tab |``; ``na_values``
-    are added to the usual missing-value tokens (empty, NA, N/A, NaN, null, ...).
+    ``delimiter`` None detects it from the header line among ``, ; tab |`` (or takes it from
+    a first line ``sep=;``, as Excel writes and reads); ``na_values`` are added to the usual
+    missing-value tokens (empty, NA, N/A, NaN, null, ...). ``encoding`` None reads UTF-8, or
+    UTF-16 when the file starts with its byte-order mark (Excel's "Unicode text");
+    ``skip_rows`` is the lines before the header (1 after a ``sep=`` line).
     """
 
     delimiter: str | None = None
     decimal: str = "."
     thousands: str | None = None
     na_values: tuple[str, ...] = ()
+    encoding: str | None = None
+    skip_rows: int = 0
 
 
 CSV_DELIMITERS = (",", ";", "\t", "|")
@@ -285,7 +295,55 @@ def _exclusion(arrow_type: pa.DataType, sample: object) -> str:
         kind = "text"
     else:
         kind = f"of type {arrow_type}"
-    return f"{kind} (e.g. {sample!r})" if sample is not None else kind
+    if sample is None:
+        return kind
+    hint = next((hint for form, hint in _NUMBER_FORMS if form.fullmatch(str(sample))), None)
+    return f"{kind} (e.g. {sample!r}{'; ' + hint if hint else ''})"
+
+
+# Numbers written as spreadsheets in other locales write them, and the options that read them.
+_NUMBER_FORMS = tuple(
+    (re.compile(form), f"read as numbers with {options}")
+    for form, options in (
+        (r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?", "--csv-thousands ,"),
+        (r"[-+]?\d{1,3}(\.\d{3})+(,\d*)?", "--csv-decimal , --csv-thousands ."),
+        (r"[-+]?\d*,\d+([eE][-+]?\d+)?", "--csv-decimal ,"),
+        (r"[-+]?\d{1,3}( \d{3})+([.,]\d*)?", "--csv-thousands ' ' (and --csv-decimal , if so)"),
+    )
+)
+
+
+_PANDAS_INDEX = re.compile(r"Unnamed: \d+|__index_level_\d+__")
+
+
+def _left_out(name: str, empty: str | None) -> str | None:
+    """Why a numeric column is still not a default feature (``--features`` may name it):
+    a row index, a column without a name, or one whose values are all missing (``empty``
+    says where), as spreadsheets and pandas write them."""
+    if not name.strip():
+        return "unnamed (a row index, as pandas' to_csv writes one, or a trailing delimiter)"
+    if _PANDAS_INDEX.fullmatch(name):
+        return "a row index written by pandas"
+    return f"empty ({empty})" if empty else None
+
+
+def _empty_parquet_columns(metadata: pq.FileMetaData) -> dict[str, str]:
+    """The columns whose values are all null by the row groups' statistics (no data read)."""
+    if metadata.num_rows == 0 or metadata.num_row_groups == 0:
+        return {}
+    empty = {}
+    for index in range(metadata.num_columns):
+        chunks = [metadata.row_group(g).column(index) for g in range(metadata.num_row_groups)]
+        if all(
+            chunk.statistics is not None
+            and chunk.statistics.has_null_count
+            and chunk.statistics.null_count == chunk.num_values
+            for chunk in chunks
+        ):
+            empty[chunks[0].path_in_schema] = (
+                f"every one of its {metadata.num_rows:,} values missing"
+            )
+    return empty
 
 
 def _local_path(url: str) -> str | None:
@@ -319,8 +377,9 @@ def inspect_file(
                 metadata = pq.ParquetFile(handle).metadata
                 schema = metadata.schema.to_arrow_schema()
                 n_rows = metadata.num_rows
+                empty = _empty_parquet_columns(metadata)
         else:
-            schema, n_rows, samples, csv = _inspect_csv(url, options, csv)
+            schema, n_rows, samples, csv, empty = _inspect_csv(url, options, csv)
     except DataError as error:
         raise DataError(f"{file_id}: {error}") from None
     except FileNotFoundError:
@@ -336,31 +395,37 @@ def inspect_file(
             raise
         raise DataError(f"{file_id}: {problem}") from None
     columns = tuple(schema.names)
-    duplicates = sorted({name for name in columns if columns.count(name) > 1})
-    if duplicates:
-        raise DataError(f"{file_id}: duplicate column names {duplicates}")
+    try:
+        check_unique_names(columns)
+    except DataError as error:
+        raise DataError(f"{file_id}: {error}") from None
     numeric = frozenset(field.name for field in schema if _is_numeric(field.type))
-    excluded = {
-        field.name: _exclusion(field.type, samples.get(field.name))
-        for field in schema
-        if field.name not in numeric
-    }
+    excluded = {}
+    for column in schema:
+        why = (
+            _left_out(column.name, empty.get(column.name))
+            if column.name in numeric
+            else _exclusion(column.type, samples.get(column.name))
+        )
+        if why:
+            excluded[column.name] = why
     return DataFile(file_id, url, fmt, n_rows, columns, numeric, options, csv, excluded)
 
 
 def _inspect_csv(
     url: str, storage_options: StorageOptions, csv: CsvFormat
-) -> tuple[pa.Schema, int, dict[str, object], CsvFormat]:
+) -> tuple[pa.Schema, int, dict[str, object], CsvFormat, dict[str, str]]:
     """Schema (types inferred from the first block, numbers written with ``csv.thousands``
-    or ``csv.decimal`` included), row count, a sample value per text column, and the format
-    with its delimiter detected. Rows are counted without converting any value, so a bad cell
+    or ``csv.decimal`` included), row count, a sample value per text column, the format
+    with its encoding and delimiter detected, and the columns without a value in the first
+    block. Rows are counted without converting any value, so a bad cell
     far down fails only the run that uses its column, naming it there."""
     with _open(url, storage_options) as handle:
         head = handle.read(1 << 16)
     if not head:
         raise DataError("empty file (no header)")
-    if csv.delimiter is None:
-        csv = replace(csv, delimiter=_detect_delimiter(head))
+    csv = _detect_format(head, csv)
+    read = _read_options(csv)
     parse = pacsv.ParseOptions(delimiter=csv.delimiter)
     convert = _convert_options(csv)
     # Readers are closed before their file, not left to the garbage collector: a streaming
@@ -369,14 +434,19 @@ def _inspect_csv(
     # exception", seen once in CI after a bad input's error).
     with (
         _open(url, storage_options) as handle,
-        pacsv.open_csv(handle, parse_options=parse, convert_options=convert) as reader,
+        pacsv.open_csv(
+            handle, read_options=read, parse_options=parse, convert_options=convert
+        ) as reader,
     ):
         schema = reader.schema
+        check_unique_names(schema.names)
         first = next(iter(reader), None)  # None: a header-only file
-    fields, samples = [], {}
-    for inferred in schema:
-        column = first.column(inferred.name) if first is not None else None
+    fields, samples, empty = [], {}, {}
+    for index, inferred in enumerate(schema):
+        column = first.column(index) if first is not None else None
         kind = inferred.type
+        if column is not None and column.null_count == len(column):
+            empty[inferred.name] = f"no value in its first {len(column):,} rows"
         if column is not None and pa.types.is_string(kind):
             if _parses_as_numbers(column, csv):
                 kind = pa.float64()
@@ -388,6 +458,7 @@ def _inspect_csv(
         _open(url, storage_options) as handle,
         pacsv.open_csv(
             handle,
+            read_options=read,
             parse_options=parse,
             convert_options=pacsv.ConvertOptions(
                 include_columns=names, column_types={name: pa.string() for name in names}
@@ -395,12 +466,59 @@ def _inspect_csv(
         ) as counter,
     ):
         n_rows = sum(batch.num_rows for batch in counter)
-    return pa.schema(fields), n_rows, samples, csv
+    return pa.schema(fields), n_rows, samples, csv, empty
 
 
-def _detect_delimiter(head: bytes) -> str:
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _detect_format(head: bytes, csv: CsvFormat) -> CsvFormat:
+    """``csv`` completed from a file's first bytes: its encoding (UTF-16 by its byte-order
+    mark), the lines before its header (Excel's ``sep=;`` line) and its delimiter."""
+    encoding = csv.encoding
+    if encoding is None and head.startswith(_UTF16_BOMS):
+        encoding = "utf-16"
+    lines = _decode_head(head, encoding).lstrip("\ufeff").splitlines()
+    delimiter, skip_rows = csv.delimiter, 0
+    if lines and len(lines[0]) == 5 and lines[0][:4].lower() == "sep=":
+        delimiter, skip_rows = delimiter or lines[0][4], 1
+        lines = lines[1:]
+    if delimiter is None:
+        delimiter = _detect_delimiter(lines[0] if lines else "")
+    return replace(csv, delimiter=delimiter, encoding=encoding, skip_rows=skip_rows)
+
+
+def _decode_head(head: bytes, encoding: str | None) -> str:
+    """The first bytes of a file as text; a byte the encoding cannot decode is one error
+    naming it, with the option that fixes it."""
+    try:
+        return head.decode(encoding or "utf-8")
+    except LookupError:
+        raise DataError(f"--csv-encoding: unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as error:
+        if error.start >= len(head) - 4:  # a character cut by the end of the bytes read
+            return head[: error.start].decode(encoding or "utf-8")
+        hint = "give the file's encoding with --csv-encoding, e.g. cp1252 (Excel on Windows)"
+        raise DataError(
+            f"not {encoding or 'UTF-8'} text (byte 0x{head[error.start]:02x} at offset "
+            f"{error.start}): {hint} or latin-1"
+        ) from None
+
+
+def _read_options(csv: CsvFormat, **extra: Any) -> pacsv.ReadOptions:
+    return pacsv.ReadOptions(encoding=csv.encoding or "utf8", skip_rows=csv.skip_rows, **extra)
+
+
+def check_unique_names(names: Sequence[str]) -> None:
+    """Refuses a name given twice; blank names (never a default feature, never named) may
+    repeat, as a pandas index and a trailing delimiter give."""
+    duplicates = sorted({name for name in names if name.strip() and list(names).count(name) > 1})
+    if duplicates:
+        raise DataError(f"duplicate column names {duplicates}")
+
+
+def _detect_delimiter(line: str) -> str:
     """The candidate delimiter that occurs most often in the header line, outside quotes."""
-    line = head.decode("utf-8", errors="replace").splitlines()[0] if head.strip() else ""
     unquoted = "".join(part for index, part in enumerate(line.split('"')) if index % 2 == 0)
     counts = {candidate: unquoted.count(candidate) for candidate in CSV_DELIMITERS}
     best = max(counts, key=counts.__getitem__)
@@ -608,14 +726,18 @@ def _csv_numbers(data_file: DataFile, column: pa.Array, name: str, first_row: in
         return text.cast(pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:
         pass
+    try:  # true/false (any case), as the inspection's type inference reads them: 1/0
+        return text.cast(pa.bool_()).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        pass
     for offset, value in enumerate(text.to_pylist()):
         if value is None:
             continue
         try:
             float(value)
         except ValueError:
-            # Line numbers as an editor shows them: the header is line 1.
-            line = first_row + offset + 2
+            # Line numbers as an editor shows them: the header is line 1 (or 2, after sep=).
+            line = first_row + offset + 2 + data_file.csv.skip_rows
             raw = column[offset].as_py()
             raise DataError(
                 f"{data_file.file_id} line {line}: column '{name}' has a non-numeric value "
@@ -635,7 +757,7 @@ def _csv_blocks(
         column_types={name: pa.string() for name in columns},
     )
     parse = pacsv.ParseOptions(delimiter=data_file.csv.delimiter or ",")
-    read = pacsv.ReadOptions(skip_rows_after_names=start)
+    read = _read_options(data_file.csv, skip_rows_after_names=start)
     wanted = stop - start
     with _open(data_file.url, data_file.storage_options) as handle:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -75,6 +76,7 @@ def csv_format(config: DataConfig) -> CsvFormat:
         decimal=config.csv_decimal,
         thousands=config.csv_thousands,
         na_values=tuple(config.na_values),
+        encoding=config.csv_encoding,
     )
 
 
@@ -94,19 +96,13 @@ def validate_source(
     check_same_columns(files)
     reference = files[0]
     if config.target not in reference.columns:
-        raise DataError(
-            f"{reference.file_id}: target column '{config.target}' not found "
-            f"(columns: {', '.join(reference.columns)})"
-        )
+        raise _not_found(reference, "target", config.target)
     roles = {config.target: "target"}
     if config.weight is not None:
         if config.weight == config.target:
             raise DataError(f"--weight: the target column '{config.target}' cannot be the weight")
         if config.weight not in reference.columns:
-            raise DataError(
-                f"{reference.file_id}: weight column '{config.weight}' not found "
-                f"(columns: {', '.join(reference.columns)})"
-            )
+            raise _not_found(reference, "weight", config.weight)
         if config.features and config.weight in config.features:
             raise DataError(f"--weight: column '{config.weight}' cannot also be a feature")
         roles[config.weight] = "weight"
@@ -184,6 +180,18 @@ def _inspect(
     return files
 
 
+def _not_found(reference: DataFile, role: str, name: str) -> DataError:
+    """A named column missing: the columns as written (quoted: a space is part of a name,
+    as spreadsheets often leave one), and the one most likely meant."""
+    columns = reference.columns
+    same = [column for column in columns if column.strip().casefold() == name.strip().casefold()]
+    near = same or difflib.get_close_matches(name, columns, n=1)
+    return DataError(
+        f"{reference.file_id}: {role} column {name!r} not found (columns: "
+        f"{', '.join(map(repr, columns))})" + (f"; did you mean {near[0]!r}?" if near else "")
+    )
+
+
 def check_same_columns(files: Sequence[DataFile]) -> None:
     reference = files[0]
     for data_file in files[1:]:
@@ -207,10 +215,7 @@ def _check_categorical(reference: DataFile, config: DataConfig, roles: dict) -> 
                 f"--categorical: the {roles[name]} column '{name}' cannot be categorical"
             )
         if name not in reference.columns:
-            raise DataError(
-                f"{reference.file_id}: categorical column '{name}' not found "
-                f"(columns: {', '.join(reference.columns)})"
-            )
+            raise _not_found(reference, "categorical", name)
     return names
 
 
@@ -239,7 +244,10 @@ def _choose_features(
         features = [
             name
             for name in reference.columns
-            if (name in reference.numeric_columns or name in categorical)
+            if (
+                (name in reference.numeric_columns and name not in reference.excluded)
+                or name in categorical
+            )
             and name not in (target, weight)
         ]
         if not features:
@@ -262,8 +270,5 @@ def _choose_features(
         raise DataError(f"--features: the target column '{target}' cannot also be a feature")
     for name in requested:
         if name not in reference.columns:
-            raise DataError(
-                f"{reference.file_id}: feature column '{name}' not found "
-                f"(columns: {', '.join(reference.columns)})"
-            )
+            raise _not_found(reference, "feature", name)
     return list(requested)

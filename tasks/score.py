@@ -18,7 +18,7 @@ from linreg.scoring import (
     plan_scoring,
     run_scoring,
 )
-from linreg.sources import CsvFormat
+from linreg.validation import csv_format
 from tasks.runtime import (
     IO_RETRY_DELAYS,
     RuntimeConfig,
@@ -52,12 +52,7 @@ def plan(
     data: DataConfig, scorer: Scorer, keep_columns: list[str], runtime: RuntimeConfig
 ) -> ScoringPlan:
     """Every file read and checked to hold the model's inputs and the kept columns."""
-    csv = CsvFormat(
-        delimiter=data.csv_delimiter,
-        decimal=data.csv_decimal,
-        thousands=data.csv_thousands,
-        na_values=tuple(data.na_values),
-    )
+    csv = csv_format(data)
     scoring_plan = plan_scoring(
         data.source,
         scorer,

@@ -377,7 +377,12 @@ def test_validate_reads_a_spreadsheet_export_as_its_options_say(tmp_path):
     assert "features Preis, Fläche m², Zimmer; target y" in result.stdout
     plain = run_cli("--mode", "validate", "--data", str(source), "--target", "y")
     assert plain.returncode == 2
-    assert "'Preis' is text (e.g. '1.234,5')" in plain.stderr
+    # Each text column's sample says which options would read it as numbers.
+    assert (
+        "'Preis' is text (e.g. '1.234,5'; read as numbers with --csv-decimal , "
+        "--csv-thousands .)" in plain.stderr
+    )
+    assert "'Zimmer' is text (e.g. '-')" in plain.stderr
 
 
 def test_json_prints_one_summary_object_and_quiet_prints_nothing(

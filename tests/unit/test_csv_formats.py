@@ -59,7 +59,9 @@ def test_without_the_separator_option_the_column_is_excluded_with_its_reason(tmp
     source = _write(tmp_path / "d.csv", 'a,b,y\n"1,234",1,1\n"2,500",2,2\n')
     plan = validate_source(DataConfig(source=source, target="y"))
     assert plan.features == ("b",)
-    assert plan.excluded_columns == {"a": "text (e.g. '1,234')"}
+    assert plan.excluded_columns == {
+        "a": "text (e.g. '1,234'; read as numbers with --csv-thousands ,)"
+    }
     with_option = validate_source(DataConfig(source=source, target="y", csv_thousands=","))
     assert with_option.features == ("a", "b") and with_option.excluded_columns == {}
 
@@ -106,3 +108,82 @@ def test_a_requested_text_column_says_why_it_is_not_numeric(tmp_path):
         DataError, match=r"feature column 'name' is not numeric: text \(e.g. 'ann'\)"
     ):
         validate_source(DataConfig(source=source, target="y", features=["name"]))
+
+
+def _write_bytes(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_excel_exports_bom_crlf_sep_line_and_decimal_comma(tmp_path):
+    # Excel's "CSV UTF-8": a byte-order mark and CRLF; its European exports often start with
+    # a "sep=;" line, which Excel itself writes and reads.
+    bom = _write_bytes(tmp_path / "bom.csv", "\ufeffx,y\r\n1,2\r\n3,4\r\n".encode())
+    plan = validate_source(DataConfig(source=bom, target="y"))
+    assert plan.features == ("x",)
+    np.testing.assert_array_equal(_rows(plan)[1], [2, 4])
+    sep = _write(tmp_path / "sep.csv", "sep=;\nx;y\n1,5;3\n2,5;4\n")
+    plan = validate_source(DataConfig(source=sep, target="y", csv_decimal=","))
+    assert plan.files[0].csv.delimiter == ";" and plan.files[0].csv.skip_rows == 1
+    np.testing.assert_array_equal(_rows(plan)[0][:, 0], [1.5, 2.5])
+    # A bad cell's line (past the block whose types were inferred) counts the sep= line, as
+    # an editor shows it.
+    rows = "".join(f"{i};{i}\n" for i in range(150_000))
+    bad = _write(tmp_path / "bad.csv", f"sep=;\nx;y\n{rows}oops;7\n")
+    with pytest.raises(DataError, match=r"^bad.csv line 150003: column 'x' has a non-numeric"):
+        _rows(validate_source(DataConfig(source=bad, target="y")))
+
+
+def test_encodings_utf16_by_its_mark_and_others_by_option(tmp_path):
+    text = "préx\tflag\ty\n1\tTRUE\t2\n3\tfalse\t4\n"
+    utf16 = _write_bytes(tmp_path / "unicode.tsv", text.encode("utf-16"))  # Excel's Unicode text
+    plan = validate_source(DataConfig(source=utf16, target="y"))
+    assert plan.features == ("préx", "flag")
+    x, y = _rows(plan)
+    np.testing.assert_array_equal(x, [[1, 1], [3, 0]])  # booleans are 0/1 features
+    cp1252 = _write_bytes(tmp_path / "windows.csv", text.replace("\t", ",").encode("cp1252"))
+    with pytest.raises(DataError, match=r"windows.csv: not UTF-8 text \(byte 0xe9 at offset 2\)"
+                       r": give the file's encoding with --csv-encoding"):  # fmt: skip
+        validate_source(DataConfig(source=cp1252, target="y"))
+    plan = validate_source(DataConfig(source=cp1252, target="y", csv_encoding="cp1252"))
+    assert plan.features == ("préx", "flag")
+    np.testing.assert_array_equal(_rows(plan)[0], [[1, 1], [3, 0]])
+
+
+def test_row_indexes_unnamed_and_empty_columns_are_not_default_features(tmp_path):
+    # pandas' to_csv writes its index as an unnamed first column, a second round trip as
+    # "Unnamed: 0"; spreadsheets leave empty columns and trailing delimiters.
+    text = ",Unnamed: 0,x,empty,y,\n0,0,1,,2,\n1,1,3,,4,\n"
+    source = _write(tmp_path / "d.csv", text)
+    plan = validate_source(DataConfig(source=source, target="y"))
+    assert plan.features == ("x",)
+    assert plan.excluded_columns == {
+        "": "unnamed (a row index, as pandas' to_csv writes one, or a trailing delimiter)",
+        "Unnamed: 0": "a row index written by pandas",
+        "empty": "empty (no value in its first 2 rows)",
+    }
+    # Named, they are features as any numeric column.
+    assert validate_source(DataConfig(source=source, target="y", features=["x", "Unnamed: 0"]))
+
+
+def test_an_all_null_parquet_column_is_left_out_by_its_statistics(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"x": [1.0, 2.0], "gone": pa.array([None, None], pa.float64()), "y": [1, 2]})
+    pq.write_table(table, tmp_path / "d.parquet")
+    plan = validate_source(DataConfig(source=str(tmp_path / "d.parquet"), target="y"))
+    assert plan.features == ("x",)
+    assert plan.excluded_columns == {"gone": "empty (every one of its 2 values missing)"}
+
+
+def test_duplicate_names_and_names_with_spaces_are_one_clear_error(tmp_path):
+    duplicated = _write(tmp_path / "dup.csv", "x,x,y\n1,2,3\n")
+    with pytest.raises(DataError, match=r"dup.csv: duplicate column names \['x'\]"):
+        validate_source(DataConfig(source=duplicated, target="y"))
+    spaced = _write(tmp_path / "spaced.csv", " x , y \n1,2\n")
+    with pytest.raises(
+        DataError,
+        match=r"target column 'y' not found \(columns: ' x ', ' y '\); did you mean ' y '\?",
+    ):
+        validate_source(DataConfig(source=spaced, target="y"))
