@@ -644,7 +644,9 @@ def column_values(
     if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
         column = column.cast(pa.float64())
     values = column.to_numpy(zero_copy_only=False)
-    return values if values.dtype.kind == "f" else values.astype(np.float64)
+    # float32 and float16 too (Spark's FloatType, pandas' float32): the design matrix is
+    # filled with out= operations, which refuse to cast float64 down.
+    return values if values.dtype == np.float64 else values.astype(np.float64)
 
 
 def category_text(column: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from linreg.batches import plan_batches
@@ -167,9 +169,6 @@ def test_row_indexes_unnamed_and_empty_columns_are_not_default_features(tmp_path
 
 
 def test_an_all_null_parquet_column_is_left_out_by_its_statistics(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pa.table({"x": [1.0, 2.0], "gone": pa.array([None, None], pa.float64()), "y": [1, 2]})
     pq.write_table(table, tmp_path / "d.parquet")
     plan = validate_source(DataConfig(source=str(tmp_path / "d.parquet"), target="y"))
@@ -187,3 +186,25 @@ def test_duplicate_names_and_names_with_spaces_are_one_clear_error(tmp_path):
         match=r"target column 'y' not found \(columns: ' x ', ' y '\); did you mean ' y '\?",
     ):
         validate_source(DataConfig(source=spaced, target="y"))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [pa.float32(), pa.float16(), pa.int8(), pa.uint64(), pa.decimal128(12, 4), pa.bool_()],
+    ids=str,
+)
+def test_parquet_columns_of_any_numeric_type_train_as_float64(tmp_path, kind):
+    # Other writers than ours: Spark's FloatType is float32, pandas writes int8 and bool.
+    import decimal
+
+    values = [0.0, 1.0, 1.0, 0.0, 1.0] * 20
+    column = [decimal.Decimal(v) for v in values] if pa.types.is_decimal(kind) else values
+    table = pa.table({"x": pa.array(column).cast(kind), "y": np.arange(100.0)})
+    pq.write_table(table, tmp_path / "d.parquet")
+    plan = validate_source(DataConfig(source=str(tmp_path / "d.parquet"), target="y"))
+    assert plan.features == ("x",)
+    # A held-out share takes the rows by index, the path that once refused float32.
+    prepared = prepare_batch(plan_batches(plan.files, {}, 100)[0], plan.columns, 0.3)
+    assert 0 < prepared.x_train.shape[0] < 100
+    assert prepared.x_train.dtype == np.float64
+    assert set(np.unique(prepared.x_train)) == {0.0, 1.0}
