@@ -714,7 +714,9 @@ def main(argv: list[str] | None = None) -> int:
     # the Prefect UI); --quiet/--json: no console logs at all.
     bar = not quiet and sys.stdout.isatty() and args.mode != "serve"
     if quiet or bar:
-        quiet_console_logs()
+        # --json's stdout is the one JSON object; --quiet's errors are this call's own line
+        # on stderr: not even Prefect's warnings at exit ("Still processing items...").
+        quiet_console_logs(logging.CRITICAL + 1 if quiet else logging.WARNING)
     common = {
         "data": data,
         "hyperparams": hyperparams,
@@ -819,13 +821,14 @@ def _summary(result, out_dir: str, state_block: str) -> dict:
     }
 
 
-def quiet_console_logs() -> None:
+def quiet_console_logs(level: int) -> None:
+    """Console logs below ``level`` off (the Prefect UI still gets every run log)."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
     for logger in (logging.getLogger(), logging.getLogger("prefect")):
         for handler in logger.handlers:
             if isinstance(handler, PrefectConsoleHandler):
-                handler.setLevel(logging.WARNING)
+                handler.setLevel(level)
 
 
 def _validate(data, quiet: bool = False) -> int:
