@@ -388,7 +388,10 @@ def inspect_file(
         raise DataError(f"{file_id}: permission denied") from None
     except (pa.ArrowException, OSError, ValueError, EOFError) as error:
         kind = "Parquet" if fmt == "parquet" else "CSV"
-        raise DataError(f"{file_id}: not a readable {kind} file ({_first_line(error)})") from None
+        hint = f"; {ENCODING_HINT}" if _invalid_utf8(error) else ""
+        raise DataError(
+            f"{file_id}: not a readable {kind} file ({_first_line(error)}){hint}"
+        ) from None
     except Exception as error:
         problem = _storage_problem(url, error)
         if problem is None:
@@ -498,10 +501,9 @@ def _decode_head(head: bytes, encoding: str | None) -> str:
     except UnicodeDecodeError as error:
         if error.start >= len(head) - 4:  # a character cut by the end of the bytes read
             return head[: error.start].decode(encoding or "utf-8")
-        hint = "give the file's encoding with --csv-encoding, e.g. cp1252 (Excel on Windows)"
         raise DataError(
             f"not {encoding or 'UTF-8'} text (byte 0x{head[error.start]:02x} at offset "
-            f"{error.start}): {hint} or latin-1"
+            f"{error.start}): {ENCODING_HINT} or latin-1"
         ) from None
 
 
@@ -781,7 +783,17 @@ def _describe_csv_error(data_file: DataFile, error: pa.ArrowInvalid, start: int,
     where = f"{data_file.file_id} (rows {start}-{stop})"
     if "conversion error" in message and "column #" in message:
         index = int(message.split("column #", 1)[1].split(":", 1)[0])
-        value = message.split("invalid value", 1)[-1].strip()
         name = data_file.columns[index] if index < len(data_file.columns) else f"#{index}"
+        if _invalid_utf8(error):
+            return f"{where}: column '{name}' is not UTF-8 text: {ENCODING_HINT}"
+        value = message.split("invalid value", 1)[-1].strip()
         return f"{where}: column '{name}' has a non-numeric value {value}"
-    return f"{where}: {message}"
+    return f"{where}: {message}" + (f"; {ENCODING_HINT}" if _invalid_utf8(error) else "")
+
+
+ENCODING_HINT = "give the file's encoding with --csv-encoding, e.g. cp1252 (Excel on Windows)"
+
+
+def _invalid_utf8(error: BaseException) -> bool:
+    """Arrow's error for a byte past the part of the file that the inspection decoded."""
+    return "invalid UTF8" in str(error)

@@ -150,6 +150,11 @@ def test_encodings_utf16_by_its_mark_and_others_by_option(tmp_path):
     plan = validate_source(DataConfig(source=cp1252, target="y", csv_encoding="cp1252"))
     assert plan.features == ("préx", "flag")
     np.testing.assert_array_equal(_rows(plan)[0], [[1, 1], [3, 0]])
+    # A byte far past the decoded head: the read that meets it names the option too.
+    rows = "".join(f"{i},{i}\n" for i in range(150_000))
+    late = _write_bytes(tmp_path / "late.csv", f"x,y\n{rows}1,\u00e9\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"late.csv .*give the file's encoding with --csv-enc"):
+        _rows(validate_source(DataConfig(source=late, target="y")))
 
 
 def test_row_indexes_unnamed_and_empty_columns_are_not_default_features(tmp_path):
