@@ -170,7 +170,7 @@ def parse_csv(body: bytes, model: LinearModel, max_rows: int) -> np.ndarray:
     """A header line naming the model's columns (any order), then one line per row: numbers,
     and category levels for categorical inputs."""
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8-sig")  # spreadsheets' "CSV UTF-8" starts with a BOM
     except UnicodeDecodeError as error:
         raise ServiceError(400, f"the CSV body is not UTF-8 (byte {error.start})") from None
     try:

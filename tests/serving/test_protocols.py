@@ -90,6 +90,17 @@ def test_mlflow_csv_bodies(
     )
 
 
+def test_mlflow_csv_body_with_a_byte_order_mark_and_crlf(client: FlaskClient, model_dir: Path):
+    # As Excel's "CSV UTF-8" saves a file that is then posted as it is (curl --data-binary @).
+    body = ("\ufeff" + _csv(FEATURES, ROWS).decode().replace("\n", "\r\n")).encode()
+    response = client.post("/invocations", data=body, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    metadata = json.loads((model_dir / "model.json").read_text())
+    np.testing.assert_allclose(
+        response.get_json()["predictions"], expected_predictions(metadata, ROWS), rtol=1e-12
+    )
+
+
 def _json(document: object) -> bytes:
     return json.dumps(document).encode()
 
