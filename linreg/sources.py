@@ -376,6 +376,7 @@ def inspect_file(
             with _open(url, options) as handle:
                 metadata = pq.ParquetFile(handle).metadata
                 schema = metadata.schema.to_arrow_schema()
+                check_unique_names(schema.names)
                 n_rows = metadata.num_rows
                 empty = _empty_parquet_columns(metadata)
         else:
@@ -398,10 +399,6 @@ def inspect_file(
             raise
         raise DataError(f"{file_id}: {problem}") from None
     columns = tuple(schema.names)
-    try:
-        check_unique_names(columns)
-    except DataError as error:
-        raise DataError(f"{file_id}: {error}") from None
     numeric = frozenset(field.name for field in schema if _is_numeric(field.type))
     excluded = {}
     for column in schema:
