@@ -300,10 +300,10 @@ def run_predict_mode(args: argparse.Namespace) -> int:
     with --dask-address); no Prefect, so it runs while the Prefect server is down."""
     import time
 
-    from linreg.config import Settings, parse_storage_options
+    from linreg.config import DataConfig, Settings, parse_storage_options
     from linreg.errors import ModelFileError
     from linreg.scoring import check_predictions, load_scorer, plan_scoring, run_scoring
-    from linreg.sources import CsvFormat
+    from linreg.validation import csv_format
 
     started = time.perf_counter()
     quiet = args.quiet or args.json
@@ -318,15 +318,9 @@ def run_predict_mode(args: argparse.Namespace) -> int:
         options = parse_storage_options(args.storage_option)
         out_dir = args.out or Settings.from_env().out_dir
         scorer = load_scorer(out_dir, args.version, options)
-        csv = CsvFormat(
-            delimiter=_delimiter(args.csv_delimiter),
-            decimal=args.csv_decimal,
-            thousands=args.csv_thousands,
-            na_values=tuple(token for token in (args.na_values or "").split(",") if token),
-            encoding=_encoding(args.csv_encoding),
-        )
         keep = [name.strip() for name in (args.keep_columns or "").split(",") if name.strip()]
         source = args.data or Settings.from_env().sample_dir
+        csv = csv_format(DataConfig(source=source, **csv_options(args)))
         plan = plan_scoring(source, scorer, keep, args.batch_rows, csv, options)
         check_predictions(args.predictions, options)  # before a cluster starts
         dask = args.executor == "dask" or (
@@ -584,6 +578,23 @@ def _features(args: argparse.Namespace) -> list[str] | None:
     return names or None
 
 
+def csv_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The CSV options of the command line, as :class:`DataConfig` fields (each checked)."""
+    for option, value in (
+        ("--csv-decimal", args.csv_decimal),
+        ("--csv-thousands", args.csv_thousands),
+    ):
+        if value is not None and len(value) != 1:
+            raise ValueError(f"{option} must be one character (got {value!r})")
+    return {
+        "csv_delimiter": _delimiter(args.csv_delimiter),
+        "csv_decimal": args.csv_decimal,
+        "csv_thousands": args.csv_thousands,
+        "csv_encoding": _encoding(args.csv_encoding),
+        "na_values": [token for token in (args.na_values or "").split(",") if token],
+    }
+
+
 def _delimiter(value: str | None) -> str | None:
     if value is None:
         return None
@@ -648,11 +659,7 @@ def run_inputs(args: argparse.Namespace) -> tuple:
         features=_features(args),
         weight=args.weight,
         categorical=[name.strip() for name in (args.categorical or "").split(",") if name.strip()],
-        csv_delimiter=_delimiter(args.csv_delimiter),
-        csv_decimal=args.csv_decimal,
-        csv_thousands=args.csv_thousands,
-        csv_encoding=_encoding(args.csv_encoding),
-        na_values=[token for token in (args.na_values or "").split(",") if token],
+        **csv_options(args),
         batch_rows=args.batch_rows,
         test_fraction=args.test_fraction,
         storage_options=parse_storage_options(args.storage_option),

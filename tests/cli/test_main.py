@@ -129,6 +129,7 @@ def test_a_local_server_is_started_once_reused_by_later_calls_and_stopped(synthe
         (["--max-seconds", "0"], "--max-seconds must be a positive number of seconds (got 0.0)"),
         (["--max-seconds", "nan"], "--max-seconds must be a positive number of seconds (got nan)"),
         (["--csv-encoding", "klingon"], "--csv-encoding: unknown encoding 'klingon'"),
+        (["--csv-decimal", ",,"], "--csv-decimal must be one character (got ',,')"),
         (
             ["--dask-address", "tcp://127.0.0.1:1"],
             "--dask-address tcp://127.0.0.1:1: cannot connect within 3 s (Connection refused)",
