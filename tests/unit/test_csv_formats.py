@@ -185,6 +185,12 @@ def test_duplicate_names_and_names_with_spaces_are_one_clear_error(tmp_path):
     duplicated = _write(tmp_path / "dup.csv", "x,x,y\n1,2,3\n")
     with pytest.raises(DataError, match=r"dup.csv: duplicate column names \['x'\]"):
         validate_source(DataConfig(source=duplicated, target="y"))
+    table = pa.Table.from_arrays(
+        [pa.array([1.0]), pa.array([2.0]), pa.array([3.0])], ["x", "x", "y"]
+    )
+    pq.write_table(table, tmp_path / "dup.parquet")
+    with pytest.raises(DataError, match=r"dup.parquet: duplicate column names \['x'\]"):
+        validate_source(DataConfig(source=str(tmp_path / "dup.parquet"), target="y"))
     spaced = _write(tmp_path / "spaced.csv", " x , y \n1,2\n")
     with pytest.raises(
         DataError,
