@@ -329,6 +329,15 @@ def _verdicts(
     return verdicts
 
 
+def paired_ratio(summaries: list[dict], baseline: list[dict]) -> float:
+    """The median of the throughput ratios of rounds that ran side by side: robust to the
+    machine's load drifting during the run."""
+    return median(
+        one["rps"] / other["rps"] if other["rps"] else float("inf")
+        for one, other in zip(summaries, baseline, strict=True)
+    )
+
+
 def spread(summaries: list[dict]) -> float:
     """(max - min) / median of the rounds' requests per second."""
     rps = [summary["rps"] for summary in summaries]
@@ -358,11 +367,7 @@ def print_table(
     for n_rows, rounds in results.items():
         baseline = rounds[SERVERS[1]]
         for name, summaries in rounds.items():
-            # Ratio of rounds that ran side by side, then the median: robust to load drift.
-            ratios = [
-                one["rps"] / other["rps"] if other["rps"] else float("inf")
-                for one, other in zip(summaries, baseline, strict=True)
-            ]
+            ratio = paired_ratio(summaries, baseline)
             ours = name == SERVERS[0]
             target = TARGETS.get(n_rows)
             note = f" (target ≥ {target:g}×)" if ours and target else ""
@@ -375,7 +380,7 @@ def print_table(
             print(
                 f"| {n_rows} | {name} | {rps:,.0f} | {rps * n_rows:,.0f} "
                 f"| {median(s['p50_us'] for s in summaries) / 1000:.2f} | {p99:.2f}{p99_note} "
-                f"| {sum(s['errors'] for s in summaries)} | {median(ratios):.2f}×{note} "
+                f"| {sum(s['errors'] for s in summaries)} | {ratio:.2f}×{note} "
                 f"| {median(s['cpu_us'] for s in summaries):,.0f} "
                 f"| {spread(summaries):.0%} | {rounds_text} |"
             )
@@ -385,11 +390,8 @@ def print_table(
                 cpu_ratio = median(s["cpu_us"] for s in baseline) / median(
                     s["cpu_us"] for s in summaries
                 )
-                ceiling = [
-                    one["rps"] / other["rps"] if other["rps"] else float("inf")
-                    for one, other in zip(rounds[SERVERS[2]], baseline, strict=True)
-                ]
-                verdicts += _verdicts(n_rows, median(ratios), cpu_ratio, p99, median(ceiling))
+                ceiling = paired_ratio(rounds[SERVERS[2]], baseline)
+                verdicts += _verdicts(n_rows, ratio, cpu_ratio, p99, ceiling)
     print("\nTargets: " + "; ".join(verdicts) + ".")
     if not unsteady:
         print(f"\nEvery server's rounds agree within {SPREAD_LIMIT:.0%}.")
