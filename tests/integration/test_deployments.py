@@ -124,26 +124,69 @@ def _flow_run_state(stack, flow_run_id: str):
         return client.read_flow_run(uuid.UUID(flow_run_id)).state
 
 
-def _kill_during_partial_fit(stack, flow_run_id: str) -> bool:
-    """SIGKILLs the run's process while its partial-fit task runs; False if the run ended
-    first (task states reach the server as events, so a short task can be missed)."""
+def _partial_fit_started(worker_log: Path, offset: int) -> bool:
+    """Whether the partial-fit task's first line reached the worker's log after ``offset``:
+    the flow-run process's console, relayed as it is written (the server hears of task
+    states through batched events, often after a short fold has ended)."""
+    with worker_log.open("rb") as log:
+        log.seek(offset)
+        return re.search(rb"Task run 'partial-fit-[^']*' - \w+: \d+ batch", log.read()) is not None
+
+
+def _frozen(process: psutil.Process) -> list[psutil.Process]:
+    """SIGSTOPs ``process`` and its children; returns once every one of them is stopped."""
+    tree = [process, *process.children(recursive=True)]
+    for member in tree:
+        member.suspend()
+    wait_until(
+        lambda: all(member.status() == psutil.STATUS_STOPPED for member in tree),
+        10,
+        "the flow-run process to stop",
+        interval=0.01,
+    )
+    return tree
+
+
+def _final_state(stack, flow_run_id: str):
+    return wait_until(
+        lambda: (s := _flow_run_state(stack, flow_run_id)) and s.is_final() and s,
+        60,
+        f"flow run {flow_run_id}'s final state",
+    )
+
+
+def _kill_during_partial_fit(
+    stack, flow_run_id: str, log_offset: int, out: Path, files_before: dict[str, bytes]
+) -> bool:
+    """SIGKILLs the run's process while its partial-fit task runs, before anything in
+    ``out`` changed; False if the run got past that first (then it is let run to its end)."""
     deadline = time.monotonic() + 120
-    while not _task_running(stack, flow_run_id, "partial-fit"):
+    while not _partial_fit_started(stack.logs / "worker.log", log_offset):
         state = _flow_run_state(stack, flow_run_id)
         if state and state.is_final():
             return False
         if time.monotonic() > deadline:
             raise TimeoutError(f"flow run {flow_run_id} neither ran partial-fit nor ended in 120 s")
-        time.sleep(0.05)
+        time.sleep(0.02)
     victim = wait_until(
-        lambda: _flow_run_process(stack.worker.pid, flow_run_id), 10, "the flow-run process"
+        lambda: _flow_run_process(stack.worker.pid, flow_run_id),
+        10,
+        "the flow-run process",
+        interval=0.01,
     )
-    victim.kill()
+    frozen = _frozen(victim)
+    if _snapshot(out) != files_before:  # the fold had ended and publishing begun
+        for member in frozen:
+            member.resume()
+        _final_state(stack, flow_run_id)
+        return False
+    for member in frozen:
+        member.kill()
     return True
 
 
 def test_a_run_killed_mid_step_changes_nothing_and_the_next_recovers(prefect_stack):
-    batch_rows = 1_500_000  # a fold of about 2 s, so the poll sees partial-fit running
+    batch_rows = 1_500_000  # a fold of 0.5-2 s, so the poll sees partial-fit running
     big = prefect_stack.logs / "big-data"
     if not big.exists():
         write_dataset(
@@ -159,16 +202,13 @@ def test_a_run_killed_mid_step_changes_nothing_and_the_next_recovers(prefect_sta
     for _attempt in range(2):  # a missed task leaves a completed run: the next batch tries again
         state_before = _load_state(prefect_stack, block)
         files_before = _snapshot(out)
+        log_offset = (prefect_stack.logs / "worker.log").stat().st_size
         flow_run_id = _flow_run_id(_run(prefect_stack, params, watch=False).stdout)
-        killed = _kill_during_partial_fit(prefect_stack, flow_run_id)
+        killed = _kill_during_partial_fit(prefect_stack, flow_run_id, log_offset, out, files_before)
         if killed:
             break
-    assert killed, "partial-fit finished before the poll saw it running, twice"
-    final = wait_until(
-        lambda: (s := _flow_run_state(prefect_stack, flow_run_id)) and s.is_final() and s,
-        60,
-        "the killed run's final state",
-    )
+    assert killed, "partial-fit ended before the poll saw it start, twice"
+    final = _final_state(prefect_stack, flow_run_id)
     assert final.is_crashed() or final.is_failed(), final
     assert _load_state(prefect_stack, block).model_dump_json() == state_before.model_dump_json()
     assert _snapshot(out) == files_before
