@@ -24,6 +24,7 @@ from serving.errors import ServiceError
 from serving.http import JSON, Reply, json_reply
 from serving.model_store import LinearModel
 from serving.payload import (
+    Rows,
     check_row_count,
     decode_json,
     fast_rows,
@@ -62,8 +63,9 @@ def mlflow_error(error: ServiceError) -> Reply:
 
 def parse_invocation(
     body: bytes, mimetype: str, parameters: dict[str, str], model: LinearModel, max_rows: int
-) -> np.ndarray:
-    """The rows of an ``/invocations`` body as a float64 matrix in the model's feature order."""
+) -> Rows:
+    """The rows of an ``/invocations`` body as a float64 matrix in the model's feature order
+    (as lists for a small request of rows of numbers: ``fast_rows``)."""
     if parameters.get("charset", "utf-8") != "utf-8":
         raise ServiceError(415, "the scoring server reads UTF-8 only; send charset=utf-8")
     if set(parameters) - {"charset"}:
@@ -75,7 +77,7 @@ def parse_invocation(
     return parse_json(body, model, max_rows)
 
 
-def parse_json(body: bytes, model: LinearModel, max_rows: int) -> np.ndarray:
+def parse_json(body: bytes, model: LinearModel, max_rows: int) -> Rows:
     """A JSON body: exactly one of the four formats, and optionally ``params``."""
     # Rows of numbers, the common body, in one pass (not for raw inputs: they hold strings).
     if not model.inputs:

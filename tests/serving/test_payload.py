@@ -8,9 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from serving.payload import fast_rows
+from serving.errors import ServiceError
+from serving.model_store import LinearModel
+from serving.payload import SMALL_REQUEST_VALUES, fast_rows, predict_checked
 
 KEYS = frozenset({"instances"})
+
+
+ROW = b"[1, 2.5, -3e2, 4], "
+LARGE = b'{"instances": [' + ROW * (SMALL_REQUEST_VALUES // 4) + b"[0, 0, 0, 0]]}"
 
 
 @pytest.mark.parametrize(
@@ -18,13 +24,30 @@ KEYS = frozenset({"instances"})
     [
         b'{"instances": [[1, 2.5, -3e2, 4]]}',
         b' {\n "instances" : [ [0,0,0,0] , [1E3,2,3,18446744073709551615] ] } ',
+        LARGE,
     ],
 )
 def test_rows_of_numbers_are_read_in_one_pass(body: bytes) -> None:
-    X = fast_rows(body, KEYS, 4, max_rows=10)
-    assert X is not None and X.dtype == np.float64
-    expected = np.array(json.loads(body)["instances"], dtype=np.float64)
-    np.testing.assert_array_equal(X, expected)
+    X = fast_rows(body, KEYS, 4, max_rows=100)
+    expected = json.loads(body)["instances"]
+    if len(expected) * 4 <= SMALL_REQUEST_VALUES:
+        assert X == expected  # the lists as they are, for LinearModel.predict_rows
+    else:
+        assert isinstance(X, np.ndarray) and X.dtype == np.float64
+        np.testing.assert_array_equal(X, np.array(expected, dtype=np.float64))
+
+
+def test_a_small_request_is_predicted_as_numpy_predicts_it() -> None:
+    rng = np.random.default_rng(3)
+    coef = np.abs(rng.normal(size=8)) + 1.0
+    model = LinearModel(1, tuple(f"x{i}" for i in range(8)), coef, 0.25, {})
+    X = rng.normal(0.0, 10.0, (30, 8))
+    np.testing.assert_allclose(
+        predict_checked(model, X.tolist()), model.predict(X), rtol=1e-14, atol=0.0
+    )
+    X[7] = 1e308
+    with pytest.raises(ServiceError, match=r"instances\[7\]: the prediction overflows float64"):
+        predict_checked(model, X.tolist())
 
 
 @pytest.mark.parametrize(
@@ -35,6 +58,8 @@ def test_rows_of_numbers_are_read_in_one_pass(body: bytes) -> None:
         b'{"instances": [[1, 2, 3, null]]}',
         b'{"instances": [[1, 2, 3, {}]]}',
         b'{"instances": [[1, 2, 3, [4]]]}',
+        b'{"instances": [[1, 2, [3], 4]]}',
+        LARGE.replace(b"[0, 0, 0, 0]", b"[0, 0, [0], 0]"),
         b'{"instances": [[1, 2, 3]]}',  # a short row
         b'{"instances": [[1, 2, 3, 4], [1, 2, 3, 4, 5]]}',
         b'{"instances": [1, 2, 3, 4]}',  # flat
