@@ -76,6 +76,13 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
+def worker_exit(server, worker):
+    """Write out the requests a stopping worker counted since its last metrics flush."""
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", {})
+    if "serving" in extensions:
+        extensions["serving"].metrics.flush()
+
+
 def on_exit(server):
     for directory in _created_metrics_dirs:
         shutil.rmtree(directory, ignore_errors=True)

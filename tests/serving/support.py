@@ -25,6 +25,7 @@ from linreg.state import TrainingState
 from linreg.synthetic import write_dataset
 from linreg.training import RoundSpec, model_metadata, train_batches
 from linreg.validation import validate_source
+from serving.metrics import FLUSH_SECONDS
 from tests.integration.processes import free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -351,6 +352,31 @@ def scrape(client: HttpClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
+
+
+def settled_scrape(
+    client: HttpClient, timeout: float = 20.0
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A scrape that counts every request answered before it: each worker writes its counts
+    out once a second (serving.metrics), so it is two scrapes more than that apart that agree
+    on every request series (but the scrapes' own)."""
+
+    def requests(samples: dict) -> dict:
+        return {
+            key: value
+            for key, value in samples.items()
+            if key[0] == "linreg_serving_requests_total" and ("endpoint", "/metrics") not in key[1]
+        }
+
+    deadline = time.monotonic() + timeout
+    previous = scrape(client)
+    while True:
+        time.sleep(1.5 * FLUSH_SECONDS)
+        current = scrape(client)
+        if requests(current) == requests(previous):
+            return current
+        assert time.monotonic() < deadline, f"request counts still changing after {timeout} s"
+        previous = current
 
 
 def labels(endpoint: str, status: str, protocol: str = "native") -> tuple[tuple[str, str], ...]:

@@ -26,7 +26,7 @@ from tests.serving.support import (
     categorical_predictions,
     labels,
     requests_counted,
-    scrape,
+    settled_scrape,
 )
 
 
@@ -464,7 +464,7 @@ def test_real_gunicorn_serves_categorical_inputs_on_every_protocol(model_dir, tm
         assert response.status == 422
         assert 'inputs[0] ("x").data[0] is a string' in response.json()["error"]
 
-        samples = scrape(client)
+        samples = settled_scrape(client)
         assert requests_counted(samples, "/invocations", "200", "mlflow") == 2
         assert requests_counted(samples, "/invocations", "422", "mlflow") == 1
         assert requests_counted(samples, "/v2/models/{name}/infer", "200", "v2") == 1

@@ -28,6 +28,7 @@ from tests.serving.support import (
     publish_mismatched,
     requests_counted,
     scrape,
+    settled_scrape,
 )
 
 pytestmark = pytest.mark.integration
@@ -98,7 +99,7 @@ def test_a_chunked_body_over_the_limit_is_cut_off_with_413(http: HttpClient) -> 
 def test_metrics_count_what_was_sent_across_both_workers(
     server: GunicornServer, http: HttpClient
 ) -> None:
-    before = scrape(http)
+    before = settled_scrape(http)
     sent = {("/predict", "200"): 7, ("/predict", "422"): 3, ("/predict", "415"): 2}
     sent[("other", "404")] = 2
     for (endpoint, status), count in sent.items():
@@ -113,7 +114,7 @@ def test_metrics_count_what_was_sent_across_both_workers(
             else:
                 client.request("GET", "/not-an-endpoint")
             client.close()
-    after = scrape(http)
+    after = settled_scrape(http)
     for (endpoint, status), count in sent.items():
         protocol = "other" if endpoint == "other" else "native"
         counted = requests_counted(after, endpoint, status, protocol) - requests_counted(
@@ -342,7 +343,7 @@ def test_an_mlflow_style_client_and_a_v2_client_get_the_same_predictions(
     request as KServe's client sends it; all through gunicorn, counted by protocol."""
     metadata = json.loads((server.model_dir / "model.json").read_text())
     expected = expected_predictions(metadata, ROWS)
-    before = scrape(http)
+    before = settled_scrape(http)
     # MLflow's client waits for GET /ping to answer 200 before it sends anything.
     for path in ("/ping", "/health"):
         assert http.request("GET", path).status == 200
@@ -385,7 +386,7 @@ def test_an_mlflow_style_client_and_a_v2_client_get_the_same_predictions(
     assert (answer["id"], answer["model_version"]) == ("42", "1")
     np.testing.assert_allclose(answer["outputs"][0]["data"], expected, rtol=1e-12)
 
-    after = scrape(http)
+    after = settled_scrape(http)
     for endpoint, protocol, count in (
         ("/invocations", "mlflow", 3),
         ("/v2/models/{name}/infer", "v2", 1),
