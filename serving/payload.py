@@ -306,6 +306,11 @@ def predict_checked(
     else:
         with np.errstate(all="ignore"):
             predictions = model.predict(X)
+            # One BLAS call, finite if every prediction is (and not only then: a sum of
+            # squares overflows above 1e154, so that case asks isfinite).
+            squares = predictions.dot(predictions)
+        if isfinite(squares):
+            return predictions
         finite = np.isfinite(predictions)
         if finite.all():
             return predictions

@@ -77,3 +77,12 @@ def test_a_small_request_is_predicted_as_numpy_predicts_it() -> None:
 )
 def test_near_misses_are_left_to_the_full_checks(body: bytes) -> None:
     assert fast_rows(body, KEYS, 4, max_rows=10) is None
+
+
+def test_a_large_request_refuses_an_overflow_and_keeps_huge_finite_predictions() -> None:
+    model = LinearModel(1, ("a", "b"), np.array([1.0, 1.0]), 0.0, {})
+    X = np.full((SMALL_REQUEST_VALUES, 2), 1e200)  # squares of the predictions overflow
+    np.testing.assert_array_equal(predict_checked(model, X), np.full(SMALL_REQUEST_VALUES, 2e200))
+    X[5] = 1e308
+    with pytest.raises(ServiceError, match=r"instances\[5\]: the prediction overflows float64"):
+        predict_checked(model, X)
