@@ -90,9 +90,9 @@ class LinearModel:
 
     def predict_rows(self, rows: list[list[float]]) -> list[float]:
         """``predict`` for a few rows of Python numbers, without numpy: its fixed cost per
-        call is more than the arithmetic of a small request. Equal to ``predict`` to the last
-        bits (the sums run in another order, as they do between numpy's kernels for one row
-        and for many)."""
+        call is more than the arithmetic of a small request. The result may differ from
+        ``predict``'s in the last bits (the sums run in another order, as they already do
+        between numpy's kernels for one row and for many)."""
         coef, intercept = self.coef_values, self.intercept
         return [sum(map(mul, row, coef)) + intercept for row in rows]
 
