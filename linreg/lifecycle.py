@@ -49,6 +49,13 @@ DEFAULT_KEEP_VERSIONS = 20
 # units, a shifted column, labels from another target.
 DEFAULT_GATE_RMSE_INCREASE = 0.10
 
+# The history's note, and the round's warning, when a version is published a second time.
+REPUBLISHED = (
+    "version {version} was published before, and the state not saved after it (that run "
+    "stopped, or lost the state's compare-and-swap, or this is a retried publish): published "
+    "again from the same batches, none counted twice"
+)
+
 
 class LifecycleConfig(BaseModel):
     """How a training round publishes: versions kept, and the quality gate."""
@@ -140,10 +147,15 @@ def publish_version(
     run_id: str | None = None,
 ) -> dict[str, Any]:
     """Write ``versions/<N>/``, make it live unless a version is pinned, record it, and keep
-    the newest ``keep_versions`` versions (never the live or pinned one); the metadata."""
+    the newest ``keep_versions`` versions (never the live or pinned one); the metadata, with
+    ``republished`` true if version N had been published already (see below)."""
     payload, encoded, document = encode_model(estimator, metadata)
     version = document["version"]
     with directory.lock():
+        # The state is saved after the publish: a run that stopped in between (killed, or
+        # refused by the state's compare-and-swap) left version N published and the state at
+        # N - 1, so the next run trains the same batches again as N and replaces it here.
+        republished = directory.read(VERSIONS_DIR, str(version), METADATA_FILE) is not None
         directory.write_pair((VERSIONS_DIR, str(version)), payload, encoded)
         previous = live_version(directory)
         pin = read_pin(directory)
@@ -152,7 +164,12 @@ def publish_version(
             live = version
         else:
             live = previous
-        note = None if pin is None else f"kept out of service: version {pin['version']} is pinned"
+        notes = []
+        if republished:
+            notes.append(REPUBLISHED.format(version=version))
+        if pin is not None:
+            notes.append(f"kept out of service: version {pin['version']} is pinned")
+        note = "; ".join(notes) or None
         directory.append_line(
             history_record(
                 "published",
@@ -171,7 +188,7 @@ def publish_version(
         for old in kept[: max(len(kept) - keep_versions, 0)]:
             if old not in protected:
                 directory.remove_version(old)
-    return {**document, "live": live == version}
+    return {**document, "live": live == version, "republished": republished}
 
 
 def verified_version(directory: ModelDirectory, version: int) -> tuple[bytes, bytes]:

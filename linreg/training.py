@@ -26,6 +26,7 @@ from linreg.evaluation import regression_metrics
 from linreg.executors import Executor, More
 from linreg.lifecycle import (
     DEFAULT_KEEP_VERSIONS,
+    REPUBLISHED,
     history_record,
     live_version,
     now,
@@ -193,6 +194,8 @@ def run_round(
         if gate is not None:
             trained.gate = gate.check(loaded.state, trained)
         metadata = publisher.publish(trained, plan, spec.hyperparams)
+        if metadata.get("republished"):
+            log.warning(REPUBLISHED.format(version=trained.state.version))
         store.save(trained.state, loaded.stored_version)
     return RoundResult(
         True,

@@ -204,6 +204,53 @@ def test_the_store_refuses_a_stale_save(synthetic_dir, tmp_path):
     assert store.load().version == 2
 
 
+class Stopped(BaseException):
+    """The process dying: nothing after it runs (a BaseException, so no handler catches it)."""
+
+
+def test_a_run_stopped_between_publish_and_save_is_trained_again_once(
+    synthetic_dir, tmp_path, caplog
+):
+    directory, _ = synthetic_dir
+    out = tmp_path / "out"
+
+    class StoppingStore(InMemoryStateStore):
+        stop_next_save = False
+
+        def save(self, state, expected_version):
+            if self.stop_next_save:
+                self.stop_next_save = False
+                raise Stopped
+            super().save(state, expected_version)
+
+    store = StoppingStore()
+    _round(directory, out, store, batch_rows=1_000, max_batches=1)
+    store.stop_next_save = True
+    with pytest.raises(Stopped):
+        _round(directory, out, store, batch_rows=1_000, max_batches=1)
+    assert store.load().version == 1
+    assert json.loads((out / "model.json").read_text())["version"] == 2  # published, not saved
+
+    with caplog.at_level("WARNING", logger="linreg"):
+        _round(directory, out, store, batch_rows=1_000, max_batches=1)
+    clean = InMemoryStateStore()  # the same two rounds, neither stopped
+    for _ in range(2):
+        _round(directory, tmp_path / "clean", clean, batch_rows=1_000, max_batches=1)
+    state, expected = store.load(), clean.load()
+    assert (state.version, state.cursor, state.rows_trained) == (
+        expected.version,
+        expected.cursor,
+        expected.rows_trained,
+    )
+    published = json.loads((out / "model.json").read_text())
+    assert published["coef"] == json.loads((tmp_path / "clean" / "model.json").read_text())["coef"]
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [(r["reason"], r["version"]) for r in history] == [("published", v) for v in (1, 2, 2)]
+    assert history[1].get("note") is None
+    assert history[2]["note"].startswith("version 2 was published before")
+    assert "version 2 was published before" in caplog.text
+
+
 def test_the_round_holds_the_lock_from_load_to_save(synthetic_dir, tmp_path):
     directory, _ = synthetic_dir
     events: list[str] = []
